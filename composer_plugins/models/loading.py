@@ -1,0 +1,68 @@
+"""Load a Hugging Face causal LM from a local directory, a hub id or a named tiny config."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Optional
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+
+from composer_plugins.errors import ShearError
+from composer_plugins.models.tiny import tiny_config
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_MODEL_TYPES = ('llama', 'mistral', 'qwen2')
+
+
+def load_causal_lm(
+    source: str,
+    pretrained: bool = True,
+    config_overrides: Optional[dict[str, Any]] = None,
+    attn_implementation: str = 'sdpa',
+    torch_dtype: torch.dtype = torch.float32,
+) -> PreTrainedModel:
+    """Build the HF model named by ``source``.
+
+    Args:
+        source: local HF directory, hub id, or ``tiny-llama`` / ``tiny-llama-gqa`` /
+            ``tiny-mistral`` / ``tiny-qwen2``.
+        pretrained: load the weights (else initialise from the config, seeded by the caller).
+        config_overrides: config attributes to change before building.
+        attn_implementation: ``sdpa`` (default), ``eager`` or ``flash_attention_2``.
+        torch_dtype: parameter dtype.
+    """
+    overrides = dict(config_overrides or {})
+    if source.startswith('tiny-'):
+        config = tiny_config(source)
+        pretrained = False
+    else:
+        try:
+            config = AutoConfig.from_pretrained(os.path.expanduser(source))
+        except (OSError, ValueError) as err:
+            raise ShearError(f'model.source {source!r}: cannot load a config ({err})') from err
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        raise ShearError(
+            f'model.source {source!r}: architecture {config.model_type!r} is not supported; '
+            f'expected one of {", ".join(SUPPORTED_MODEL_TYPES)}',
+        )
+    for key, value in overrides.items():
+        if not hasattr(config, key):
+            raise ShearError(f'model.config_overrides.{key}: {config.model_type} configs have no such attribute')
+        setattr(config, key, value)
+    config._attn_implementation = attn_implementation
+    if pretrained:
+        log.info('Loading pretrained weights from %s', source)
+        model = AutoModelForCausalLM.from_pretrained(
+            os.path.expanduser(source),
+            config=config,
+            torch_dtype=torch_dtype,
+            attn_implementation=attn_implementation,
+        )
+    else:
+        log.info('Initialising %s (%s) from its config', source, config.model_type)
+        model = AutoModelForCausalLM.from_config(
+            config, torch_dtype=torch_dtype, attn_implementation=attn_implementation,
+        )
+    return model

@@ -1,0 +1,190 @@
+"""Hard concrete gates: the stochastic, differentiable L0 masks of structured pruning.
+
+The distribution is the "hard concrete" of Louizos, Welling & Kingma 2018, *Learning
+Sparse Neural Networks through L0 Regularization* (arXiv 1712.01312), which Sheared-LLaMA
+(Xia et al. 2023, arXiv 2310.06694, Sec. 2.1) uses for every structured mask.
+
+A gate holds one learnable ``log_alpha`` per prunable unit. Three views of it exist:
+
+* :meth:`HardConcreteGate.sample` -- a training-time sample ``z`` in ``[0, 1]`` that is
+  exactly 0 or 1 with positive probability and differentiable wrt ``log_alpha``
+  (Louizos et al. 2018, eqs. 10 and 11 with the hard-sigmoid clip);
+* :meth:`HardConcreteGate.keep_prob` -- ``P(z > 0)`` in closed form (Louizos et al. 2018,
+  eq. 12), from which expected kept counts, sparsities and parameter counts are built;
+* :meth:`HardConcreteGate.deterministic` -- an evaluation / export mask that keeps an
+  exact number of units per row.
+
+Clamp policy: ``log_alpha`` is *not* clamped inside these computations (a clamp there
+would silently zero its gradient). The training loop calls :meth:`HardConcreteGate.clamp_`
+after every optimizer step, which keeps it in ``[LOG_ALPHA_MIN, LOG_ALPHA_MAX]``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+BETA = 2.0 / 3.0
+"""Temperature beta of the concrete distribution (Louizos et al. 2018, Sec. 4)."""
+
+LIMIT_L = -0.1
+"""Lower stretch limit gamma (``l``): the concrete sample is stretched to ``(l, r)``."""
+
+LIMIT_R = 1.1
+"""Upper stretch limit zeta (``r``)."""
+
+LOG_ALPHA_MIN = -10.0
+LOG_ALPHA_MAX = 10.0
+"""Range that :meth:`HardConcreteGate.clamp_` keeps ``log_alpha`` in."""
+
+DEFAULT_INIT_DROP_PROB = 0.01
+"""Default ``d`` of the initialisation ``log_alpha = log(1 - d) - log(d)`` (about 4.595).
+
+At that value ``keep_prob()`` is about 0.998 and about 95 % of training samples are
+exactly 1, so pruning starts from (almost exactly) the dense source model.
+"""
+
+SAMPLE_EPS = 1e-6
+"""The uniform noise of :meth:`HardConcreteGate.sample` is drawn from ``U(eps, 1 - eps)``."""
+
+
+def log_alpha_for_drop_prob(drop_prob: float) -> float:
+    """Returns ``log(1 - d) - log(d)``: the ``log_alpha`` whose unstretched concrete has mean ``1 - d``.
+
+    Args:
+        drop_prob: ``d`` in ``(0, 1)``.
+
+    Raises:
+        ValueError: if ``drop_prob`` is not strictly between 0 and 1.
+    """
+    if not 0.0 < drop_prob < 1.0:
+        raise ValueError(f'init drop probability must be in (0, 1), got {drop_prob}')
+    return math.log(1.0 - drop_prob) - math.log(drop_prob)
+
+
+def _as_shape(shape: Sequence[int] | int) -> tuple[int, ...]:
+    dims = (shape,) if isinstance(shape, int) else tuple(shape)
+    if not dims or any(not isinstance(d, int) or isinstance(d, bool) or d <= 0 for d in dims):
+        raise ValueError(f'gate shape must be a non-empty sequence of positive ints, got {shape!r}')
+    return dims
+
+
+class HardConcreteGate(nn.Module):
+    """A tensor of hard concrete gates; the last dimension indexes units, the others are rows.
+
+    Args:
+        shape: ``(*rows, n_units)`` or a single int ``n_units``.
+        init_drop_prob: ``d`` of the initialisation ``log_alpha = log(1 - d) - log(d)``
+            (see :data:`DEFAULT_INIT_DROP_PROB`).
+        init_noise_std: standard deviation of optional Gaussian noise added to the
+            initial ``log_alpha`` (breaks the ties between units; 0 disables it).
+        generator: random generator for that noise (for reproducible initialisation).
+        device: device of ``log_alpha``.
+
+    Attributes:
+        log_alpha: the learnable location parameter, shape ``(*rows, n_units)``, float32.
+    """
+
+    def __init__(
+        self,
+        shape: Sequence[int] | int,
+        *,
+        init_drop_prob: float = DEFAULT_INIT_DROP_PROB,
+        init_noise_std: float = 0.0,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        if init_noise_std < 0:
+            raise ValueError(f'init_noise_std must be >= 0, got {init_noise_std}')
+        self.shape: tuple[int, ...] = _as_shape(shape)
+        self.init_log_alpha = log_alpha_for_drop_prob(init_drop_prob)
+        self.init_noise_std = float(init_noise_std)
+        self.log_alpha = nn.Parameter(torch.empty(self.shape, dtype=torch.float32, device=device))
+        self.reset_parameters(generator=generator)
+
+    @property
+    def n_units(self) -> int:
+        """Number of units per row (the size of the last dimension)."""
+        return self.shape[-1]
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """(Re)initialises ``log_alpha`` to ``log(1 - d) - log(d)`` plus optional noise."""
+        with torch.no_grad():
+            self.log_alpha.fill_(self.init_log_alpha)
+            if self.init_noise_std > 0 and self.log_alpha.device.type != 'meta':
+                noise_device = generator.device if generator is not None else self.log_alpha.device
+                noise = torch.randn(self.shape, generator=generator, device=noise_device)
+                self.log_alpha.add_(noise.to(self.log_alpha.device) * self.init_noise_std)
+            self.clamp_()
+
+    def clamp_(self) -> None:
+        """Clamps ``log_alpha`` in place to ``[LOG_ALPHA_MIN, LOG_ALPHA_MAX]``; call after each optimizer step."""
+        with torch.no_grad():
+            self.log_alpha.clamp_(LOG_ALPHA_MIN, LOG_ALPHA_MAX)
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draws training gates, differentiable wrt ``log_alpha`` (Louizos et al. 2018, eqs. 10-11).
+
+        ``u ~ U(eps, 1 - eps)``, ``s = sigmoid((log u - log(1 - u) + log_alpha) / beta)``,
+        ``z = min(1, max(0, s * (r - l) + l))``.
+
+        Args:
+            generator: random generator of the uniform noise (optional).
+
+        Returns:
+            ``z`` with the shape of ``log_alpha``, values in ``[0, 1]``.
+        """
+        log_alpha = self.log_alpha
+        noise_device = generator.device if generator is not None else log_alpha.device
+        u = torch.rand(self.shape, generator=generator, device=noise_device, dtype=log_alpha.dtype)
+        u = (u * (1.0 - 2.0 * SAMPLE_EPS) + SAMPLE_EPS).to(log_alpha.device)
+        s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / BETA)
+        return torch.clamp(s * (LIMIT_R - LIMIT_L) + LIMIT_L, 0.0, 1.0)
+
+    def keep_prob(self) -> torch.Tensor:
+        """Returns ``P(z > 0) = sigmoid(log_alpha - beta * log(-l / r))`` (Louizos et al. 2018, eq. 12).
+
+        Differentiable wrt ``log_alpha``; this is what expected counts and sparsities use.
+        """
+        return torch.sigmoid(self.log_alpha - BETA * math.log(-LIMIT_L / LIMIT_R))
+
+    def deterministic(self, keep_per_row: int, *, binary: bool = False) -> torch.Tensor:
+        """Returns an evaluation mask keeping exactly ``keep_per_row`` units in every row.
+
+        The kept units are those with the largest ``log_alpha`` in their row; ties go to the
+        lowest index. A kept unit has the stretched deterministic value
+        ``clamp(sigmoid(log_alpha) * (r - l) + l, 0, 1)``, or exactly 1 when ``binary``;
+        every other unit is exactly 0. The result never requires grad.
+
+        Args:
+            keep_per_row: number of units kept in each row, in ``[0, n_units]``.
+            binary: give kept units the value 1 instead of their soft value.
+
+        Raises:
+            ValueError: if ``keep_per_row`` is out of range.
+        """
+        if not 0 <= keep_per_row <= self.n_units:
+            raise ValueError(f'keep_per_row must be in [0, {self.n_units}], got {keep_per_row}')
+        with torch.no_grad():
+            log_alpha = self.log_alpha.detach()
+            order = torch.sort(log_alpha, dim=-1, descending=True, stable=True).indices
+            keep = torch.zeros_like(log_alpha, dtype=torch.bool)
+            keep.scatter_(-1, order[..., :keep_per_row], True)
+            if binary:
+                values = torch.ones_like(log_alpha)
+            else:
+                values = torch.clamp(torch.sigmoid(log_alpha) * (LIMIT_R - LIMIT_L) + LIMIT_L, 0.0, 1.0)
+                n_dead = int((keep & (values == 0)).sum())
+                if n_dead:
+                    log.warning('%d kept unit(s) have deterministic value 0 (log_alpha too low); '
+                                'they act as pruned', n_dead)
+            return torch.where(keep, values, torch.zeros_like(values))
+
+    def extra_repr(self) -> str:
+        return f'shape={self.shape}, init_log_alpha={self.init_log_alpha:.4f}, init_noise_std={self.init_noise_std}'

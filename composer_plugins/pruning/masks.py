@@ -1,0 +1,351 @@
+"""The set of structured L0 masks of one model, their expected sparsities and parameter counts.
+
+Sheared-LLaMA (Xia et al. 2023, arXiv 2310.06694, Sec. 2.1, "Targeted structured pruning")
+learns hard concrete masks over layers, heads, FFN channels and hidden channels. Mask names
+and shapes, for a source with ``L`` layers, ``G`` KV heads, ``Q`` query heads per KV head,
+FFN width ``F`` and hidden width ``H``:
+
+==================  ==============  ===========================================
+name                shape           prunes
+==================  ==============  ===========================================
+``layer``           ``(L,)``        a whole layer (attention and MLP)
+``head_layer``      ``(L,)``        the attention block of a layer
+``mlp``             ``(L,)``        the MLP block of a layer
+``kv_group``        ``(L, G)``      a KV head together with its query heads
+``head``            ``(L, G, Q)``   query heads inside a group (GQA only)
+``intermediate``    ``(L, F)``      FFN channels
+``hidden``          ``(H,)``        residual-stream channels
+==================  ==============  ===========================================
+
+``layer`` and the pair ``head_layer`` + ``mlp`` are mutually exclusive. For multi-head
+attention (``Q == 1``) the ``head`` mask does not exist: a request for ``head`` is served
+by ``kv_group`` (each KV group is then exactly one query head).
+
+Expected counts treat gates as independent, so ``E[1(z_a > 0) 1(z_b > 0)] = p_a p_b`` with
+``p = keep_prob`` (Louizos et al. 2018, eq. 12); these give the expected sparsities that the
+Lagrangian (paper eq. 2 / eq. 3) drives to the target.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from composer_plugins.errors import ConfigError
+from composer_plugins.pruning.hard_concrete import DEFAULT_INIT_DROP_PROB, HardConcreteGate
+from composer_plugins.pruning.lagrangian import target_at_step
+from composer_plugins.pruning.shapes import ModelShape, validate_target
+
+log = logging.getLogger(__name__)
+
+LAYER = 'layer'
+HEAD_LAYER = 'head_layer'
+MLP = 'mlp'
+KV_GROUP = 'kv_group'
+HEAD = 'head'
+INTERMEDIATE = 'intermediate'
+HIDDEN = 'hidden'
+
+MASK_TYPES: tuple[str, ...] = (LAYER, HEAD_LAYER, MLP, KV_GROUP, HEAD, INTERMEDIATE, HIDDEN)
+"""Every mask name, in the canonical order that specs and dicts use."""
+
+BINARY_DETERMINISTIC: frozenset[str] = frozenset({HIDDEN})
+"""Masks whose kept units have deterministic value exactly 1 (so tied embeddings export exactly)."""
+
+
+@dataclass(frozen=True)
+class MaskSpec:
+    """One mask: its name, gate shape ``(*rows, n_units)`` and the units kept per row at the target."""
+
+    name: str
+    shape: tuple[int, ...]
+    keep_per_row: int
+
+
+def build_mask_specs(source: ModelShape, target: ModelShape, mask_types: Sequence[str]) -> list[MaskSpec]:
+    """Derives the masks and their per-row keep counts that prune ``source`` to ``target``.
+
+    Keep counts: ``layer`` / ``head_layer`` / ``mlp`` -> target layers, ``kv_group`` ->
+    target KV heads, ``head`` -> target ``q_per_kv``, ``intermediate`` -> target FFN width,
+    ``hidden`` -> target hidden width. On MHA sources ``head`` is replaced by ``kv_group``.
+
+    Args:
+        source: shape of the model being pruned.
+        target: shape to reach (checked with :func:`validate_target`).
+        mask_types: requested mask names (see :data:`MASK_TYPES`).
+
+    Returns:
+        The specs in canonical order.
+
+    Raises:
+        ValueError: for an unknown or repeated mask type, ``layer`` combined with
+            ``head_layer`` / ``mlp``, only one of ``head_layer`` / ``mlp``, or a target
+            that shrinks a dimension no requested mask can prune.
+    """
+    validate_target(source, target)
+    requested = list(mask_types)
+    unknown = sorted(set(requested) - set(MASK_TYPES))
+    if unknown:
+        raise ConfigError(f'unknown mask type(s) {unknown}; expected a subset of {list(MASK_TYPES)}')
+    repeated = sorted({m for m in requested if requested.count(m) > 1})
+    if repeated:
+        raise ConfigError(f'mask type(s) {repeated} requested more than once')
+    types = set(requested)
+    if LAYER in types and types & {HEAD_LAYER, MLP}:
+        raise ConfigError(f"mask type 'layer' excludes 'head_layer' and 'mlp' (requested {requested})")
+    if len(types & {HEAD_LAYER, MLP}) == 1:
+        raise ConfigError(f"mask types 'head_layer' and 'mlp' must be requested together (requested {requested})")
+    if HEAD in types and source.q_per_kv == 1:
+        log.info("source uses multi-head attention (q_per_kv == 1): mask 'head' is served by 'kv_group'")
+        types.discard(HEAD)
+        types.add(KV_GROUP)
+
+    missing = []
+    if target.num_layers < source.num_layers and not (LAYER in types or HEAD_LAYER in types):
+        missing.append("num_layers needs mask 'layer' (or 'head_layer' + 'mlp')")
+    if target.num_key_value_heads < source.num_key_value_heads and KV_GROUP not in types:
+        missing.append("num_key_value_heads needs mask 'kv_group'")
+    if target.q_per_kv < source.q_per_kv and HEAD not in types:
+        missing.append("q_per_kv (query heads per KV head) needs mask 'head'")
+    if target.intermediate_size < source.intermediate_size and INTERMEDIATE not in types:
+        missing.append("intermediate_size needs mask 'intermediate'")
+    if target.hidden_size < source.hidden_size and HIDDEN not in types:
+        missing.append("hidden_size needs mask 'hidden'")
+    if missing:
+        raise ConfigError('the target shrinks a dimension without its mask: ' + '; '.join(missing))
+
+    layers, groups = source.num_layers, source.num_key_value_heads
+    candidates = {
+        LAYER: ((layers,), target.num_layers),
+        HEAD_LAYER: ((layers,), target.num_layers),
+        MLP: ((layers,), target.num_layers),
+        KV_GROUP: ((layers, groups), target.num_key_value_heads),
+        HEAD: ((layers, groups, source.q_per_kv), target.q_per_kv),
+        INTERMEDIATE: ((layers, source.intermediate_size), target.intermediate_size),
+        HIDDEN: ((source.hidden_size,), target.hidden_size),
+    }
+    specs = [MaskSpec(name, *candidates[name]) for name in MASK_TYPES if name in types]
+    for spec in specs:
+        if spec.keep_per_row == spec.shape[-1]:
+            log.info("mask '%s' keeps every unit at the target; it is learned but prunes nothing", spec.name)
+    return specs
+
+
+@dataclass(frozen=True)
+class _ExpectedCounts:
+    """Per-layer expected counts (shape ``(L,)``) and the expected hidden width (0-dim)."""
+
+    attn_layer: torch.Tensor  # a_l: probability that layer l's attention block is kept
+    mlp_layer: torch.Tensor  # m_l: probability that layer l's MLP block is kept
+    kv_groups: torch.Tensor  # sum_g p_kv[l, g]
+    q_heads: torch.Tensor  # sum_g p_kv[l, g] * sum_h p_head[l, g, h]
+    ffn: torch.Tensor  # sum_f p_int[l, f]
+    hidden: torch.Tensor  # sum p_hidden
+
+
+def _expected_counts(probs: Mapping[str, torch.Tensor], shape: ModelShape, dtype: torch.dtype) -> _ExpectedCounts:
+    """Expected kept units given keep probabilities; a missing mask counts as probability 1."""
+    unknown = sorted(set(probs) - set(MASK_TYPES))
+    if unknown:
+        raise ValueError(f'unknown mask name(s) {unknown} in probabilities')
+    ref = next(iter(probs.values()), None)
+    device = ref.device if ref is not None else None
+    layers, groups, q_per_kv = shape.num_layers, shape.num_key_value_heads, shape.q_per_kv
+
+    def get(name: str, size: tuple[int, ...]) -> torch.Tensor:
+        if name not in probs:
+            return torch.ones(size, dtype=dtype, device=device)
+        p = probs[name]
+        if tuple(p.shape) != size:
+            raise ValueError(f"probabilities of mask '{name}' have shape {tuple(p.shape)}, expected {size}")
+        return p.to(dtype)
+
+    layer = get(LAYER, (layers,)) if LAYER in probs else None
+    attn_layer = layer if layer is not None else get(HEAD_LAYER, (layers,))
+    mlp_layer = layer if layer is not None else get(MLP, (layers,))
+    p_kv = get(KV_GROUP, (layers, groups))
+    p_head = get(HEAD, (layers, groups, q_per_kv))
+    return _ExpectedCounts(
+        attn_layer=attn_layer,
+        mlp_layer=mlp_layer,
+        kv_groups=p_kv.sum(-1),
+        q_heads=(p_kv * p_head.sum(-1)).sum(-1),
+        ffn=get(INTERMEDIATE, (layers, shape.intermediate_size)).sum(-1),
+        hidden=get(HIDDEN, (shape.hidden_size,)).sum(),
+    )
+
+
+def expected_sparsity_from_probs(probs: Mapping[str, torch.Tensor], shape: ModelShape) -> dict[str, torch.Tensor]:
+    """Expected sparsity of every mask in ``probs``, with layer/group interactions.
+
+    ``layer``/``head_layer``/``mlp``: ``1 - E[kept layers] / L``;
+    ``kv_group``: ``1 - sum_l a_l sum_g p_kv / (L G)``;
+    ``head``: ``1 - sum_l a_l sum_g p_kv sum_h p_head / (L G Q)``;
+    ``intermediate``: ``1 - sum_l m_l sum_f p_int / (L F)``; ``hidden``: ``1 - sum p_hidden / H``.
+
+    Args:
+        probs: keep probabilities by mask name (e.g. :meth:`L0Masks.keep_probs`).
+        shape: the source shape the masks were built for.
+
+    Returns:
+        0-dim tensors in the dtype of the probabilities, differentiable wrt them.
+    """
+    ref = next(iter(probs.values()), None)
+    dtype = ref.dtype if ref is not None else torch.float32
+    counts = _expected_counts(probs, shape, dtype)
+    layers, groups = shape.num_layers, shape.num_key_value_heads
+    totals = {
+        LAYER: (counts.attn_layer.sum(), layers),
+        HEAD_LAYER: (counts.attn_layer.sum(), layers),
+        MLP: (counts.mlp_layer.sum(), layers),
+        KV_GROUP: ((counts.attn_layer * counts.kv_groups).sum(), layers * groups),
+        HEAD: ((counts.attn_layer * counts.q_heads).sum(), layers * groups * shape.q_per_kv),
+        INTERMEDIATE: ((counts.mlp_layer * counts.ffn).sum(), layers * shape.intermediate_size),
+        HIDDEN: (counts.hidden, shape.hidden_size),
+    }
+    return {name: 1.0 - totals[name][0] / totals[name][1] for name in MASK_TYPES if name in probs}
+
+
+def expected_params_from_probs(probs: Mapping[str, torch.Tensor], shape: ModelShape) -> torch.Tensor:
+    """Expected parameter count under the masks, in float64 (exact for 0/1 probabilities).
+
+    With ``E_h`` the expected hidden width and, per layer ``l``, ``E_q`` / ``E_kv`` / ``E_F``
+    the expected query heads / KV heads / FFN channels:
+
+    * ``embed_tokens`` and (if untied) ``lm_head``: ``V * E_h`` each;
+    * attention: ``a_l * (2 hd E_h (E_q + E_kv) + [bias] hd (E_q + 2 E_kv))``;
+    * MLP: ``m_l * 3 E_h E_F``;
+    * norms: ``input_layernorm`` ``a_l E_h``, ``post_attention_layernorm`` ``m_l E_h``, final ``E_h``.
+
+    Equals :func:`~composer_plugins.pruning.shapes.count_params` of the source when every
+    probability is 1, and of the target for an exact target-shaped 0/1 keep pattern.
+    """
+    counts = _expected_counts(probs, shape, torch.float64)
+    e_h, head_dim = counts.hidden, shape.head_dim
+    embeddings = shape.vocab_size * e_h * (1 if shape.tie_word_embeddings else 2)
+    attention = 2 * head_dim * e_h * (counts.q_heads + counts.kv_groups)
+    if shape.attention_bias:
+        attention = attention + head_dim * (counts.q_heads + 2 * counts.kv_groups)
+    mlp = 3 * e_h * counts.ffn
+    per_layer = counts.attn_layer * (attention + e_h) + counts.mlp_layer * (mlp + e_h)
+    return embeddings + per_layer.sum() + e_h
+
+
+def target_sparsity_for(source: ModelShape, target: ModelShape, mask_names: Sequence[str]) -> dict[str, float]:
+    """Sparsity of each mask at the target shape, with the definitions of :func:`expected_sparsity_from_probs`.
+
+    ``layer``/``head_layer``/``mlp``: ``1 - Lt/L``; ``kv_group``: ``1 - Lt Gt / (L G)``;
+    ``head``: ``1 - Lt Gt Qt / (L G Q)``; ``intermediate``: ``1 - Lt Ft / (L F)``;
+    ``hidden``: ``1 - Ht / H``.
+    """
+    lt, l_src = target.num_layers, source.num_layers
+    gt, g_src = target.num_key_value_heads, source.num_key_value_heads
+    qt, q_src = target.q_per_kv, source.q_per_kv
+    kept_fraction = {
+        LAYER: lt / l_src,
+        HEAD_LAYER: lt / l_src,
+        MLP: lt / l_src,
+        KV_GROUP: (lt * gt) / (l_src * g_src),
+        HEAD: (lt * gt * qt) / (l_src * g_src * q_src),
+        INTERMEDIATE: (lt * target.intermediate_size) / (l_src * source.intermediate_size),
+        HIDDEN: target.hidden_size / source.hidden_size,
+    }
+    return {name: 1.0 - kept_fraction[name] for name in mask_names}
+
+
+class L0Masks(nn.Module):
+    """All hard concrete masks that prune one ``source`` model to ``target``.
+
+    Args:
+        source: shape of the model being pruned.
+        target: shape to reach.
+        mask_types: requested masks (see :func:`build_mask_specs`).
+        init_drop_prob: passed to every :class:`HardConcreteGate`.
+        init_noise_std: passed to every :class:`HardConcreteGate`.
+        generator: random generator for the initial noise.
+        device: device of the gates.
+
+    Calling the module returns :meth:`sample` in training mode and :meth:`deterministic`
+    in eval mode. Under FSDP2, call it (or its methods) from inside a wrapped module's
+    ``forward`` so that ``log_alpha`` is unsharded. After each optimizer step call
+    :meth:`clamp_`.
+    """
+
+    def __init__(
+        self,
+        source: ModelShape,
+        target: ModelShape,
+        mask_types: Sequence[str],
+        *,
+        init_drop_prob: float = DEFAULT_INIT_DROP_PROB,
+        init_noise_std: float = 0.0,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.target = target
+        self.specs: dict[str, MaskSpec] = {s.name: s for s in build_mask_specs(source, target, mask_types)}
+        self.gates = nn.ModuleDict({
+            name: HardConcreteGate(
+                spec.shape,
+                init_drop_prob=init_drop_prob,
+                init_noise_std=init_noise_std,
+                generator=generator,
+                device=device,
+            ) for name, spec in self.specs.items()
+        })
+
+    @property
+    def names(self) -> list[str]:
+        """Mask names, in canonical order."""
+        return list(self.specs)
+
+    def clamp_(self) -> None:
+        """Clamps every ``log_alpha`` in place (see :meth:`HardConcreteGate.clamp_`)."""
+        for gate in self.gates.values():
+            gate.clamp_()
+
+    def sample(self, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Training masks, one hard concrete sample per gate (Louizos et al. 2018, eqs. 10-11)."""
+        return {name: gate.sample(generator) for name, gate in self.gates.items()}
+
+    def deterministic(self) -> dict[str, torch.Tensor]:
+        """Evaluation / export masks with exactly the target's keep count in every row.
+
+        Policy: kept ``hidden`` channels are exactly 1 (so tied embeddings can be exported
+        exactly, without folding a per-channel scale into a shared matrix); kept units of the
+        other masks carry their stretched soft value, which the export folds into weights.
+        """
+        return {
+            name: gate.deterministic(self.specs[name].keep_per_row, binary=name in BINARY_DETERMINISTIC)
+            for name, gate in self.gates.items()
+        }
+
+    def keep_probs(self) -> dict[str, torch.Tensor]:
+        """``P(z > 0)`` of every gate (Louizos et al. 2018, eq. 12), differentiable."""
+        return {name: gate.keep_prob() for name, gate in self.gates.items()}
+
+    def expected_sparsity(self) -> dict[str, torch.Tensor]:
+        """Expected sparsity per mask (see :func:`expected_sparsity_from_probs`); 0-dim tensors."""
+        return expected_sparsity_from_probs(self.keep_probs(), self.source)
+
+    def expected_params(self, shape: ModelShape | None = None) -> torch.Tensor:
+        """Expected parameter count (see :func:`expected_params_from_probs`); defaults to the source shape."""
+        return expected_params_from_probs(self.keep_probs(), shape if shape is not None else self.source)
+
+    def target_sparsity(self, final: bool = True) -> dict[str, float]:
+        """Target sparsity per mask: at the target shape if ``final``, else 0 (the dense start)."""
+        targets = target_sparsity_for(self.source, self.target, self.names)
+        return targets if final else {name: 0.0 for name in targets}
+
+    def target_sparsity_at(self, step: int, warmup_steps: int) -> dict[str, float]:
+        """Target sparsity per mask on the linear warmup ramp (see :func:`target_at_step`)."""
+        return {name: target_at_step(t, step, warmup_steps) for name, t in self.target_sparsity().items()}
+
+    def forward(self) -> dict[str, torch.Tensor]:
+        """:meth:`sample` when training, :meth:`deterministic` in eval mode."""
+        return self.sample() if self.training else self.deterministic()

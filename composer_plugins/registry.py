@@ -1,0 +1,28 @@
+"""Register this package's components in llm-foundry's registries.
+
+After :func:`register_all`, a YAML can name them like any llm-foundry component:
+``model.name: shear_causal_lm``, ``tokenizer.name: byte-level``.
+"""
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+_registered = False
+
+
+def register_all() -> None:
+    """Idempotently register models, tokenizers, dataloaders and callbacks."""
+    global _registered
+    if _registered:
+        return
+    from llmfoundry import registry
+
+    from composer_plugins.models.tokenizers import NAMED_TOKENIZERS
+    from composer_plugins.models.causal_lm import ShearCausalLM
+
+    registry.models.register('shear_causal_lm', func=ShearCausalLM)
+    for name, tokenizer_cls in NAMED_TOKENIZERS.items():
+        registry.tokenizers.register(name, func=tokenizer_cls)
+    _registered = True
+    log.debug('Registered composer_plugins components in llm-foundry registries')

@@ -1,0 +1,55 @@
+"""Shared fixtures: a private TMPDIR, real MDS shards of Python source, run helpers."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TINY_YAML = REPO_ROOT / 'yamls' / 'tiny.yaml'
+
+# mosaicml-streaming leaves lock files in TMPDIR: keep ours private and set it before
+# anything imports tempfile-dependent code.
+_PRIVATE_TMP = tempfile.mkdtemp(prefix='shear-tests-')
+os.environ['TMPDIR'] = _PRIVATE_TMP
+tempfile.tempdir = _PRIVATE_TMP
+os.environ.setdefault('WANDB_MODE', 'offline')
+os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
+
+
+@pytest.fixture(scope='session')
+def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Byte-level MDS shards (train/eval, 128-token rows) of the stdlib's Python source."""
+    from composer_plugins.data.python_corpus import build_python_corpus_shards
+    return build_python_corpus_shards(tmp_path_factory.mktemp('corpus'), seq_len=128, train_rows=600, eval_rows=48)
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment for child runs: the repo importable, the private TMPDIR."""
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get('PYTHONPATH', '')]))
+    env.update(extra)
+    return env
+
+
+def train_command(*overrides: str, nproc: int = 1) -> list[str]:
+    """``python train.py yamls/tiny.yaml ...`` or ``composer -n N train.py ...``."""
+    if nproc == 1:
+        return [sys.executable, str(REPO_ROOT / 'train.py'), str(TINY_YAML), *overrides]
+    launcher = [sys.executable, '-m', 'composer.cli.launcher', '-n', str(nproc)]
+    return [*launcher, str(REPO_ROOT / 'train.py'), str(TINY_YAML), *overrides]
+
+
+def run_train(*overrides: str, nproc: int = 1, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+    """Run a training job to completion and fail the test with its log if it fails."""
+    proc = subprocess.run(
+        train_command(*overrides, nproc=nproc),
+        cwd=REPO_ROOT, env=subprocess_env(**env), capture_output=True, text=True, timeout=timeout,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f'training failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}')
+    return proc

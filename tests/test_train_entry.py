@@ -1,0 +1,104 @@
+"""`train.py` end to end on CPU: learning, exact resume after SIGKILL, DDP and FSDP2."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from composer_plugins.config.load import load_run_config
+from conftest import REPO_ROOT, TINY_YAML, run_train, subprocess_env, train_command
+
+
+def _checkpoint_model(path: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(path, map_location='cpu', weights_only=False)
+    return state['state']['model']
+
+
+def test_tiny_llama_loss_falls_in_30_steps(corpus_dir, tmp_path):
+    from composer.loggers import InMemoryLogger
+
+    from composer_plugins.train_entry import run
+
+    cfg = load_run_config(str(TINY_YAML), [
+        f'variables.data_dir={corpus_dir}', f'variables.run_dir={tmp_path}', 'max_duration=30ba',
+        'eval_interval=30ba', 'save_folder=null', 'loggers={inmemory: {}}',
+    ])
+    trainer = run(cfg)
+    logger = next(d for d in trainer.logger.destinations if isinstance(d, InMemoryLogger))
+    losses = [value for _, value in logger.data['loss/train/total']]
+    assert len(losses) == 30
+    first, last = losses[0], sum(losses[-5:]) / 5
+    assert first == pytest.approx(torch.log(torch.tensor(320.0)).item(), abs=0.3)  # uniform at init
+    assert last < first - 1.5, losses
+    eval_ce = trainer.state.eval_metrics['eval']['LanguageCrossEntropy'].compute().item()
+    assert eval_ce < first - 1.5
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f'run ended ({proc.returncode}) before {path.name} appeared')
+        if time.monotonic() > deadline:
+            raise AssertionError(f'{path.name} did not appear in {timeout}s')
+        time.sleep(0.02)
+
+
+def test_sigkill_then_autoresume_matches_uninterrupted_run(corpus_dir, tmp_path):
+    total, kill_after = 60, 10
+    common = [f'variables.data_dir={corpus_dir}', f'max_duration={total}ba', 'save_interval=10ba',
+              'eval_interval=1000ba', 'autoresume=true', 'save_num_checkpoints_to_keep=-1']
+
+    run_train(*common, 'run_name=straight', f'save_folder={tmp_path / "straight"}')
+
+    resumed_args = [*common, 'run_name=killed', f'save_folder={tmp_path / "killed"}']
+    proc = subprocess.Popen(train_command(*resumed_args), cwd=REPO_ROOT, env=subprocess_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(tmp_path / 'killed' / f'ep0-ba{kill_after}-rank0.pt', proc, timeout=180)
+        time.sleep(0.3)  # let it step past the checkpoint so the kill lands mid-training
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (tmp_path / 'killed' / f'ep0-ba{total}-rank0.pt').exists(), 'run finished before the kill'
+
+    resumed = run_train(*resumed_args)
+    assert 'Found checkpoint' in resumed.stderr or 'Loading checkpoint' in resumed.stderr or \
+        'autoresume' in resumed.stderr
+
+    straight = _checkpoint_model(tmp_path / 'straight' / f'ep0-ba{total}-rank0.pt')
+    killed = _checkpoint_model(tmp_path / 'killed' / f'ep0-ba{total}-rank0.pt')
+    assert straight.keys() == killed.keys()
+    for name in straight:
+        assert torch.equal(straight[name], killed[name]), name
+
+
+@pytest.mark.parametrize('parallelism', ['ddp', 'fsdp2'])
+def test_two_process_run_checkpoints_and_resumes(corpus_dir, tmp_path, parallelism):
+    save_folder = tmp_path / parallelism
+    args = [f'variables.data_dir={corpus_dir}', 'eval_interval=4ba', 'save_interval=4ba', 'autoresume=true',
+            f'run_name={parallelism}', f'save_folder={save_folder}']
+    env = {}
+    if parallelism == 'fsdp2':
+        args.append('fsdp_config={state_dict_type: sharded, mixed_precision: FULL}')
+        env['FSDP_VERSION'] = '2'
+    run_train(*args, 'max_duration=4ba', nproc=2, **env)
+    first = save_folder / ('ep0-ba4' if parallelism == 'fsdp2' else 'ep0-ba4-rank0.pt')
+    assert first.exists()
+    first_mtime = first.stat().st_mtime
+
+    run_train(*args, 'max_duration=8ba', nproc=2, **env)
+    final = save_folder / ('ep0-ba8' if parallelism == 'fsdp2' else 'ep0-ba8-rank0.pt')
+    assert final.exists()
+    assert first.stat().st_mtime == first_mtime  # resumed from ba4, did not retrain it
+    if parallelism == 'ddp':
+        state = torch.load(final, map_location='cpu', weights_only=False)['state']
+        assert state['timestamp']['batch'] == 8 or str(state['timestamp']).find('8') >= 0
