@@ -16,12 +16,18 @@ def register_all() -> None:
     global _registered
     if _registered:
         return
+    import torch
     from llmfoundry import registry
+
+    from composer_plugins.callbacks.pruning_monitor import PruningMonitor
 
     from composer_plugins.models.tokenizers import NAMED_TOKENIZERS
     from composer_plugins.models.causal_lm import ShearCausalLM
 
     registry.models.register('shear_causal_lm', func=ShearCausalLM)
+    registry.callbacks.register('pruning_monitor', func=PruningMonitor)
+    if 'adamw' not in registry.optimizers:
+        registry.optimizers.register('adamw', func=torch.optim.AdamW)  # supports per-group maximize
     for name, tokenizer_cls in NAMED_TOKENIZERS.items():
         registry.tokenizers.register(name, func=tokenizer_cls)
     _registered = True

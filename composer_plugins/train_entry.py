@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 from composer_plugins.config.load import load_run_config
 from composer_plugins.config.schema import RunConfig
-from composer_plugins.config.typed import to_dict
+from composer_plugins.config.foundry import to_foundry_config
 from composer_plugins.errors import ShearError
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def run(run_cfg: RunConfig) -> 'Trainer':
     register_all()
     from llmfoundry.command_utils import train
 
-    return train(OmegaConf.create(to_dict(run_cfg)))
+    return train(OmegaConf.create(to_foundry_config(run_cfg)))
 
 
 def _share_cpu_threads() -> None:

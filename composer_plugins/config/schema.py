@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
 from composer_plugins.errors import ConfigError
+from composer_plugins.pruning.config import PruningConfig
 
 TINY_MODEL_PREFIX = 'tiny-'
 TimeStr = Union[int, str]
@@ -35,6 +36,7 @@ class ModelConfig:
     pretrained: bool = True
     config_overrides: dict[str, Any] = field(default_factory=dict)
     attn_implementation: Literal['sdpa', 'eager', 'flash_attention_2'] = 'sdpa'
+    pruning: Optional[PruningConfig] = None
 
     def validate(self, path: str) -> None:
         if self.source.startswith(TINY_MODEL_PREFIX):
@@ -101,9 +103,14 @@ LoaderConfig = TextLoaderConfig
 
 @dataclass
 class OptimizerConfig:
-    """``optimizer:``: an optimizer from llm-foundry's registry (``decoupled_adamw`` ...)."""
+    """``optimizer:``: an optimizer from llm-foundry's registry (``decoupled_adamw``, ``adamw`` ...).
+
+    ``lag_lr`` is the learning rate of the log-alphas and of the Lagrange multipliers
+    when ``model.pruning`` is set (the paper uses 1.0).
+    """
     name: str
     lr: float
+    lag_lr: float = 1.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     eps: float = 1e-8
     weight_decay: float = 0.0
@@ -168,6 +175,17 @@ class RunConfig:
             raise ConfigError('autoresume: true needs both save_folder and run_name to be set')
         if self.eval_loader is not None and self.eval_loaders is not None:
             raise ConfigError('eval_loader and eval_loaders: set one of them, not both')
+        if self.model.pruning is not None:
+            if self.optimizer.name != 'adamw':
+                raise ConfigError(
+                    f"optimizer.name: got {self.optimizer.name!r}; model.pruning needs 'adamw' "
+                    '(the multipliers use gradient ascent, maximize=True)',
+                )
+            if 'pruning_monitor' not in (self.callbacks or {}):
+                raise ConfigError(
+                    'callbacks.pruning_monitor: required with model.pruning (it feeds the step to the '
+                    'Lagrangian warm-up, clamps the gates and logs l0/* metrics)',
+                )
         if isinstance(self.device_train_microbatch_size, str) and self.device_train_microbatch_size != 'auto':
             raise ConfigError(
                 f'device_train_microbatch_size: got {self.device_train_microbatch_size!r}; expected an int or "auto"',

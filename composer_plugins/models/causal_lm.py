@@ -1,14 +1,27 @@
-"""A Hugging Face causal LM as a Composer model (registered as ``shear_causal_lm``)."""
+"""A Hugging Face causal LM as a Composer model (registered as ``shear_causal_lm``).
+
+Without ``pruning`` it is a plain HF model trained with next-token cross entropy.
+With ``pruning`` (paper §2.1) it also holds a :class:`Pruner`; each forward samples
+masks (deterministic in eval mode), applies them through hooks, and the training loss
+is ``lm + lagrangian`` (paper eq. 3), the Lagrangian term computed inside ``forward``.
+"""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
+import torch
 from composer.metrics.nlp import LanguageCrossEntropy, LanguagePerplexity
 from composer.models import HuggingFaceModel
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from composer_plugins.config.typed import from_dict
+from composer_plugins.models.adapters import adapter_for
 from composer_plugins.models.loading import load_causal_lm
+from composer_plugins.models.mask_hooks import MaskApplier
+from composer_plugins.models.pruner import Pruner, PrunerOutput
+from composer_plugins.pruning.config import PruningConfig
+from composer_plugins.pruning.shapes import ModelShape, validate_target
 
 
 def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:
@@ -17,10 +30,17 @@ def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:
 
 
 class ShearCausalLM(HuggingFaceModel):
-    """Wraps an HF LLaMA-family causal LM; loss is HF's next-token cross entropy.
+    """Wraps an HF LLaMA-family causal LM, optionally with L0 pruning masks.
 
     Each decoder layer is its own FSDP unit (``fsdp_wrap_fn``), which Composer's FSDP2
-    wrapping policy reads.
+    wrapping policy reads; the pruner is another unit.
+
+    Attributes:
+        pruner: the masks and multipliers, or None for plain training.
+        pruning_step: the batch the Lagrangian target ramp is evaluated at; set by
+            :class:`~composer_plugins.callbacks.pruning_monitor.PruningMonitor` from
+            ``state.timestamp``.
+        last_pruner_output: the latest forward's :class:`PrunerOutput` (for logging).
     """
 
     def __init__(
@@ -30,6 +50,7 @@ class ShearCausalLM(HuggingFaceModel):
         pretrained: bool = True,
         config_overrides: Optional[dict[str, Any]] = None,
         attn_implementation: str = 'sdpa',
+        pruning: Optional[Mapping[str, Any]] = None,
     ) -> None:
         model = load_causal_lm(source, pretrained, config_overrides, attn_implementation)
         layer_types = tuple({type(layer) for layer in decoder_layers(model)})
@@ -45,3 +66,35 @@ class ShearCausalLM(HuggingFaceModel):
             allow_embedding_resizing=False,
         )
         self.source = source
+        self.pruner: Optional[Pruner] = None
+        self.mask_applier: Optional[MaskApplier] = None
+        self.pruning_step = 0
+        self.last_pruner_output: Optional[PrunerOutput] = None
+        self._lagrangian: Optional[torch.Tensor] = None
+        if pruning is not None:
+            self._attach_pruner(from_dict(PruningConfig, dict(pruning), 'model.pruning'))
+
+    def _attach_pruner(self, cfg: PruningConfig) -> None:
+        adapter = adapter_for(self.model.config)
+        source_shape = ModelShape.from_hf_config(self.model.config)
+        target_shape = cfg.target.to_shape(source_shape)
+        validate_target(source_shape, target_shape)
+        self.pruner = Pruner(
+            source_shape, target_shape, cfg.mask_types, cfg.lagrangian_warmup_batches, cfg.init_drop_prob,
+        )
+        self.mask_applier = MaskApplier(self.model, adapter, source_shape)
+
+    def forward(self, batch: Mapping[str, Any]) -> Any:
+        if self.pruner is not None:
+            out = self.pruner(self.pruning_step)
+            self.mask_applier.set_masks(out.masks)
+            self.last_pruner_output = out
+            self._lagrangian = out.lagrangian if self.training else None
+        return super().forward(batch)
+
+    def loss(self, outputs: Any, batch: Mapping[str, Any]) -> Any:
+        lm_loss = super().loss(outputs, batch)
+        if self._lagrangian is None:
+            return lm_loss
+        lagrangian, self._lagrangian = self._lagrangian, None
+        return {'total': lm_loss + lagrangian, 'lm': lm_loss, 'lagrangian': lagrangian}

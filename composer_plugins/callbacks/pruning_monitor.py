@@ -1,0 +1,98 @@
+"""Pruning bookkeeping: feeds the step to the Lagrangian ramp, clamps gates, logs, saves masks.
+
+Metric keys logged every batch (``<mask>`` is each mask type of the run):
+
+* ``l0/expected_sparsity/<mask>``: expected sparsity s_m of the L0 gates;
+* ``l0/target_sparsity/<mask>``: t_m on its warm-up ramp at this step;
+* ``l0/lambda1/<mask>``, ``l0/lambda2/<mask>``: the Lagrange multipliers (paper eq. 2);
+* ``l0/expected_params``: expected parameter count of the masked model.
+
+Composer itself logs ``loss/train/lagrangian`` and ``loss/train/lm`` from the loss dict.
+After each evaluation, rank 0 writes the deterministic masks to
+``<masks_dir>/step<N>.pt`` and a readable ``<masks_dir>/step<N>.txt``.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from composer.core import Callback, State
+from composer.loggers import Logger
+from composer.utils import dist
+
+from composer_plugins.errors import ShearError
+from composer_plugins.models.causal_lm import ShearCausalLM
+from composer_plugins.models.mask_summary import summarize_masks
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+
+
+class PruningMonitor(Callback):
+    """Registered as ``pruning_monitor``.
+
+    Args:
+        masks_dir: folder for the mask snapshots (usually ``<run folder>/masks``).
+    """
+
+    def __init__(self, masks_dir: str) -> None:
+        self.masks_dir = Path(masks_dir)
+        self._mask_names: list[str] = []
+
+    def _model(self, state: State) -> ShearCausalLM:
+        model = state.model.module if hasattr(state.model, 'module') else state.model
+        if not isinstance(model, ShearCausalLM) or model.pruner is None:
+            raise ShearError('pruning_monitor callback needs model.pruning to be set')
+        return model
+
+    def fit_start(self, state: State, logger: Logger) -> None:
+        self._mask_names = self._model(state).pruner.l0_masks.names
+
+    def before_forward(self, state: State, logger: Logger) -> None:
+        self._model(state).pruning_step = int(state.timestamp.batch.value)
+
+    def batch_end(self, state: State, logger: Logger) -> None:
+        model = self._model(state)
+        with torch.no_grad():
+            model.pruner.l0_masks.clamp_()
+        out = model.last_pruner_output
+        if out is None:
+            return
+        metrics: dict[str, Any] = {'l0/expected_params': float(out.expected_params.detach())}
+        for name in model.pruner.l0_masks.names:
+            metrics[f'l0/expected_sparsity/{name}'] = float(out.expected_sparsity[name].detach())
+            metrics[f'l0/target_sparsity/{name}'] = float(out.target_sparsity[name])
+            metrics[f'l0/lambda1/{name}'] = _scalar(model.pruner.lagrangian.lambda_1[name])
+            metrics[f'l0/lambda2/{name}'] = _scalar(model.pruner.lagrangian.lambda_2[name])
+        logger.log_metrics(metrics)
+
+    def eval_end(self, state: State, logger: Logger) -> None:
+        model = self._model(state)
+        out = model.last_pruner_output
+        if out is None or dist.get_global_rank() != 0:
+            return
+        step = int(state.timestamp.batch.value)
+        self.masks_dir.mkdir(parents=True, exist_ok=True)
+        masks = {name: mask.detach().cpu() for name, mask in out.masks.items()}
+        torch.save(masks, self.masks_dir / f'step{step}.pt')
+        summary = summarize_masks(masks, model.pruner.source, model.pruner.target)
+        (self.masks_dir / f'step{step}.txt').write_text(summary)
+        log.info('Deterministic masks at step %d written to %s', step, self.masks_dir / f'step{step}.pt')
+
+    def state_dict(self) -> dict[str, Any]:
+        return {'version': STATE_VERSION, 'mask_names': self._mask_names}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get('version') != STATE_VERSION:
+            raise ShearError(f'pruning_monitor state version {state.get("version")} != {STATE_VERSION}')
+        self._mask_names = list(state['mask_names'])
+
+
+def _scalar(tensor: torch.Tensor) -> float:
+    """A 1-element parameter as a float, gathering it first if FSDP2 sharded it."""
+    if hasattr(tensor, 'full_tensor'):
+        tensor = tensor.full_tensor()
+    return float(tensor.detach().reshape(-1)[0])

@@ -1,0 +1,92 @@
+"""The pruning state of a model: L0 masks plus Lagrange multipliers, as one module.
+
+It is one FSDP unit, and everything that reads ``log_alpha`` or the multipliers
+happens inside its ``forward`` (FSDP2 parameters are DTensors outside it).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from composer_plugins.errors import ShearError
+
+from composer_plugins.pruning.lagrangian import LagrangianMultipliers
+from composer_plugins.pruning.masks import L0Masks
+from composer_plugins.pruning.shapes import ModelShape
+
+PRUNER_STATE_VERSION = 1
+
+
+@dataclass
+class PrunerOutput:
+    """What one forward of :class:`Pruner` produces."""
+    masks: dict[str, torch.Tensor]
+    lagrangian: torch.Tensor
+    expected_sparsity: dict[str, torch.Tensor]
+    target_sparsity: dict[str, float]
+    expected_params: torch.Tensor
+
+
+class Pruner(nn.Module):
+    """L0 masks (Louizos et al. 2018) with the Lagrangian constraint of paper eq. 2.
+
+    ``forward(step)`` returns sampled masks in training mode and deterministic ones
+    (exact target counts) in eval mode, plus the Lagrangian term
+    ``sum_m lambda1_m (s_m - t_m) + lambda2_m (s_m - t_m)^2`` with ``t_m`` on its
+    linear warm-up ramp at ``step``.
+    """
+
+    def __init__(
+        self,
+        source: ModelShape,
+        target: ModelShape,
+        mask_types: list[str],
+        lagrangian_warmup_batches: int,
+        init_drop_prob: float,
+    ) -> None:
+        super().__init__()
+        self.mask_types = list(mask_types)
+        self.lagrangian_warmup_batches = lagrangian_warmup_batches
+        self.l0_masks = L0Masks(source, target, mask_types, init_drop_prob=init_drop_prob)
+        self.lagrangian = LagrangianMultipliers(self.l0_masks.names)
+
+    @property
+    def source(self) -> ModelShape:
+        return self.l0_masks.source
+
+    @property
+    def target(self) -> ModelShape:
+        return self.l0_masks.target
+
+    def forward(self, step: int) -> PrunerOutput:
+        masks = self.l0_masks()
+        expected = self.l0_masks.expected_sparsity()
+        target = self.l0_masks.target_sparsity_at(step, self.lagrangian_warmup_batches)
+        lagrangian, _ = self.lagrangian(expected, target)
+        return PrunerOutput(masks, lagrangian, expected, target, self.l0_masks.expected_params())
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """Saved with the weights, so a checkpoint alone says how to export it."""
+        return {
+            'version': PRUNER_STATE_VERSION,
+            'source': asdict(self.source),
+            'target': asdict(self.target),
+            'mask_types': self.mask_types,
+            'lagrangian_warmup_batches': self.lagrangian_warmup_batches,
+        }
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        if state.get('version') != PRUNER_STATE_VERSION:
+            raise ShearError(f'pruner state version {state.get("version")} != {PRUNER_STATE_VERSION}')
+        mismatch = [
+            key for key, mine in (('source', self.source), ('target', self.target)) if state[key] != asdict(mine)
+        ]
+        if mismatch or state['mask_types'] != self.mask_types:
+            raise ShearError(
+                f'checkpoint was saved for a different pruning config ({", ".join(mismatch) or "mask_types"} differ): '
+                f'saved {state}',
+            )
+
