@@ -5,18 +5,19 @@
 PYTHON ?= python3
 VENV ?= $(or $(SHEAR_VENV),.venv)
 BIN := $(VENV)/bin
-# Re-install whenever setup.py changes.
-STAMP := $(VENV)/.shear-installed-$(shell $(PYTHON) -c "import hashlib;print(hashlib.md5(open('setup.py','rb').read()).hexdigest()[:10])")
+CONSTRAINTS := requirements/constraints.txt
+# Re-install whenever setup.py or the constraints change.
+STAMP := $(VENV)/.shear-installed-$(shell cat setup.py $(CONSTRAINTS) | $(PYTHON) -c "import hashlib,sys;print(hashlib.md5(sys.stdin.buffer.read()).hexdigest()[:10])")
 PYTEST_ARGS ?=
 
 .PHONY: demo test test-slow install
 
 install: $(STAMP)
 
-$(STAMP): setup.py
+$(STAMP): setup.py $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --progress-bar off -e '.[test]'
+	$(BIN)/python -m pip install --progress-bar off -c $(CONSTRAINTS) -e '.[test]'
 	@rm -f $(VENV)/.shear-installed-*
 	@touch $@
 
