@@ -16,6 +16,7 @@ import sys
 COMMAND_MODULES = (
     'composer_plugins.cli.smollm2',
     'composer_plugins.cli.demo',
+    'composer_plugins.cli.export',
 )
 
 log = logging.getLogger(__name__)

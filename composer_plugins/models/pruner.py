@@ -46,8 +46,10 @@ class Pruner(nn.Module):
         mask_types: list[str],
         lagrangian_warmup_batches: int,
         init_drop_prob: float,
+        source_name: str = '',
     ) -> None:
         super().__init__()
+        self.source_name = source_name
         self.mask_types = list(mask_types)
         self.lagrangian_warmup_batches = lagrangian_warmup_batches
         self.l0_masks = L0Masks(source, target, mask_types, init_drop_prob=init_drop_prob)
@@ -76,6 +78,7 @@ class Pruner(nn.Module):
             'target': asdict(self.target),
             'mask_types': self.mask_types,
             'lagrangian_warmup_batches': self.lagrangian_warmup_batches,
+            'source_name': self.source_name,
         }
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
@@ -89,4 +92,5 @@ class Pruner(nn.Module):
                 f'checkpoint was saved for a different pruning config ({", ".join(mismatch) or "mask_types"} differ): '
                 f'saved {state}',
             )
+        self.source_name = state.get('source_name', self.source_name)
 

@@ -1,0 +1,419 @@
+"""Export a masked model as a smaller, plain Hugging Face model ("fold and slice").
+
+Sheared-LLaMA (Xia et al. 2023, arXiv 2310.06694, Sec. 2.1) ends targeted structured
+pruning by removing the pruned structures; the result is an ordinary model of the target
+shape. The export reproduces exactly the computation of
+:class:`~composer_plugins.models.mask_hooks.MaskApplier` under deterministic masks:
+
+* kept layers, KV groups, query heads, FFN channels and hidden channels are sliced out of
+  every weight (q/k/v rows and Qwen2 biases, o_proj columns, gate/up rows, down_proj
+  columns, and the hidden dimension of the embedding, every projection, every RMSNorm,
+  the final norm and the LM head);
+* the soft per-head scale ``z_layer[l] * z_kv_group[l, g] * z_head[l, g, q]`` (``head_layer``
+  in place of ``layer`` when used) is folded into o_proj's input columns, and
+  ``z_layer[l] * z_intermediate[l, f]`` (or ``mlp``) into down_proj's input columns;
+* kept hidden channels have mask value exactly 1, so the residual stream needs no scale
+  and :class:`~composer_plugins.models.masked_norm.MaskedRMSNorm` over the kept channels
+  becomes a plain RMSNorm of the exported width; tied embeddings therefore stay tied.
+
+Everything is computed in float32 on the CPU.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.modeling_utils import no_init_weights
+
+from composer_plugins.errors import ShearError
+from composer_plugins.models.adapters import adapter_for
+from composer_plugins.pruning.shapes import ModelShape
+
+log = logging.getLogger(__name__)
+
+RECORD_FILENAME = 'pruning.json'
+RECORD_VERSION = 1
+
+
+@dataclass(frozen=True)
+class KeptLayer:
+    """What one kept decoder layer keeps, in source indices (all sorted ascending).
+
+    Attributes:
+        source_layer: index of the layer in the source model.
+        kv_groups: kept KV heads.
+        query_heads: kept query heads ``h = g * Q + q`` (grouped by kept KV head, as HF's
+            ``repeat_kv`` expects).
+        intermediate: kept FFN channels.
+    """
+
+    source_layer: int
+    kv_groups: list[int]
+    query_heads: list[int]
+    intermediate: list[int]
+
+
+@dataclass(frozen=True)
+class KeptStructure:
+    """The kept units of a deterministic mask set, and the soft scales the export folds.
+
+    Attributes:
+        layers: per kept layer, its :class:`KeptLayer`.
+        hidden: kept hidden channels.
+        head_scale: ``(L, num_attention_heads)`` scale of each source query head's output.
+        ffn_scale: ``(L, intermediate_size)`` scale of each source FFN channel.
+    """
+
+    layers: list[KeptLayer]
+    hidden: list[int]
+    head_scale: torch.Tensor
+    ffn_scale: torch.Tensor
+
+
+def _kept_in_rows(values: torch.Tensor, keep: int, name: str) -> torch.Tensor:
+    """Indices (sorted) of the ``keep`` kept units in every row of a deterministic mask.
+
+    Kept units are the non-zero ones. A kept unit whose soft value is exactly 0 cannot be
+    told apart from a pruned one; then zero-valued units (lowest index first) fill the row
+    up to ``keep``. That is exact too: the export folds their zero scale into the weights.
+
+    Raises:
+        ShearError: a row has more than ``keep`` non-zero units (not a deterministic mask
+            of the target shape).
+    """
+    nonzero = (values != 0).sum(-1)
+    if bool((nonzero > keep).any()):
+        raise ShearError(
+            f"mask '{name}' keeps {nonzero.max().item()} units in a row but the target keeps {keep}; "
+            'export needs deterministic masks (L0Masks.deterministic())')
+    if bool((nonzero < keep).any()):
+        log.warning("mask '%s': some kept units have value 0; exporting zero-scaled units in their place", name)
+    order = torch.sort(values, dim=-1, descending=True, stable=True).indices[..., :keep]
+    return torch.sort(order, dim=-1).values
+
+
+def _check_mask_shapes(masks: Mapping[str, torch.Tensor], source: ModelShape) -> None:
+    expected = {
+        'layer': (source.num_layers,),
+        'head_layer': (source.num_layers,),
+        'mlp': (source.num_layers,),
+        'kv_group': (source.num_layers, source.num_key_value_heads),
+        'head': (source.num_layers, source.num_key_value_heads, source.q_per_kv),
+        'intermediate': (source.num_layers, source.intermediate_size),
+        'hidden': (source.hidden_size,),
+    }
+    for name, value in masks.items():
+        if name not in expected:
+            raise ShearError(f'unknown mask {name!r}; expected some of {list(expected)}')
+        if tuple(value.shape) != expected[name]:
+            raise ShearError(f'mask {name!r} has shape {tuple(value.shape)}, expected {expected[name]} for the source')
+    if 'layer' in masks and ('head_layer' in masks or 'mlp' in masks):
+        raise ShearError("masks 'layer' and 'head_layer' / 'mlp' cannot be combined")
+    if ('head_layer' in masks) != ('mlp' in masks):
+        raise ShearError("masks 'head_layer' and 'mlp' must come together")
+
+
+_MASKS_FOR_DIM: dict[str, tuple[str, ...]] = {
+    'num_layers': ('layer', 'head_layer'),
+    'num_key_value_heads': ('kv_group',),
+    'q_per_kv': ('head',),
+    'intermediate_size': ('intermediate',),
+    'hidden_size': ('hidden',),
+}
+"""The masks that can shrink each shape dimension."""
+
+
+def kept_structure(masks: Mapping[str, torch.Tensor], source: ModelShape, target: ModelShape) -> KeptStructure:
+    """Reads the kept units and folded scales from deterministic masks.
+
+    The scales are computed exactly as :meth:`MaskApplier.set_masks` computes them.
+
+    Args:
+        masks: deterministic masks by name (:meth:`L0Masks.deterministic`).
+        source: shape of the masked model.
+        target: shape of the exported model.
+
+    Returns:
+        The kept structure.
+
+    Raises:
+        ShearError: inconsistent masks: bad shapes, ``head_layer`` and ``mlp`` keeping
+            different layers (an HF model cannot drop only half a layer), a soft hidden
+            mask, or kept counts that differ from ``target``.
+    """
+    masks = {name: value.detach().to('cpu', torch.float32) for name, value in masks.items()}
+    _check_mask_shapes(masks, source)
+    n_layers, n_groups, q_per_kv = source.num_layers, source.num_key_value_heads, source.q_per_kv
+    problems = []
+    for name, mask_names in _MASKS_FOR_DIM.items():
+        src, tgt = getattr(source, name), getattr(target, name)
+        if tgt != src and not any(m in masks for m in mask_names):
+            problems.append(f'target {name} {tgt} != source {src} but no {" / ".join(mask_names)} mask')
+    if target.head_dim != source.head_dim:
+        problems.append(f'target head_dim {target.head_dim} != source head_dim {source.head_dim}')
+    if problems:
+        raise ShearError('cannot export: ' + '; '.join(problems))
+
+    # Layers.
+    attn_layer = masks.get('layer', masks.get('head_layer'))
+    mlp_layer = masks.get('layer', masks.get('mlp'))
+    if attn_layer is None:
+        layers = list(range(n_layers))
+    else:
+        layers = _kept_in_rows(attn_layer, target.num_layers, 'layer' if 'layer' in masks else 'head_layer').tolist()
+        if 'mlp' in masks:
+            mlp_layers = _kept_in_rows(mlp_layer, target.num_layers, 'mlp').tolist()
+            if mlp_layers != layers:
+                raise ShearError(
+                    f"masks 'head_layer' and 'mlp' keep different layers (attention in {layers}, MLP in "
+                    f'{mlp_layers}); a Hugging Face decoder layer always has both blocks, so this cannot be '
+                    "exported. Train with mask 'layer' or continue until both masks agree.")
+
+    # Hidden channels: binary, so nothing is folded into the residual stream.
+    if 'hidden' in masks:
+        hidden_mask = masks['hidden']
+        if not bool(((hidden_mask == 0) | (hidden_mask == 1)).all()):
+            raise ShearError("the 'hidden' mask must be exactly 0 or 1 (L0Masks.deterministic() makes it so)")
+        hidden = _kept_in_rows(hidden_mask, target.hidden_size, 'hidden').tolist()
+        if len(hidden) != int(hidden_mask.sum()):
+            raise ShearError(f"the 'hidden' mask keeps {int(hidden_mask.sum())} channels, the target {target.hidden_size}")
+    else:
+        hidden = list(range(source.hidden_size))
+
+    # Per-head and per-channel scales, as MaskApplier.set_masks builds them.
+    head = torch.ones(n_layers, n_groups, q_per_kv)
+    if 'kv_group' in masks:
+        head = head * masks['kv_group'][:, :, None]
+    if 'head' in masks:
+        head = head * masks['head']
+    if attn_layer is not None:
+        head = head * attn_layer[:, None, None]
+    ffn = torch.ones(n_layers, source.intermediate_size)
+    if 'intermediate' in masks:
+        ffn = ffn * masks['intermediate']
+    if mlp_layer is not None:
+        ffn = ffn * mlp_layer[:, None]
+
+    groups = (_kept_in_rows(masks['kv_group'], target.num_key_value_heads, 'kv_group') if 'kv_group' in masks
+              else torch.arange(n_groups).expand(n_layers, n_groups))
+    heads_in_group = (_kept_in_rows(masks['head'], target.q_per_kv, 'head') if 'head' in masks
+                      else torch.arange(q_per_kv).expand(n_layers, n_groups, q_per_kv))
+    channels = (_kept_in_rows(masks['intermediate'], target.intermediate_size, 'intermediate')
+                if 'intermediate' in masks else torch.arange(source.intermediate_size).expand(n_layers, -1))
+    kept_layers = []
+    for index in layers:
+        kept_groups = groups[index].tolist()
+        query_heads = [g * q_per_kv + q for g in kept_groups for q in heads_in_group[index, g].tolist()]
+        kept_layers.append(KeptLayer(index, kept_groups, query_heads, channels[index].tolist()))
+    return KeptStructure(kept_layers, hidden, head.reshape(n_layers, -1), ffn)
+
+
+def _head_rows(heads: Sequence[int], head_dim: int) -> torch.Tensor:
+    """Row indices of ``heads`` in a ``(heads * head_dim, ...)`` projection."""
+    return (torch.tensor(heads, dtype=torch.long)[:, None] * head_dim + torch.arange(head_dim)).reshape(-1)
+
+
+def _exported_config(config: Any, kept: KeptStructure, source: ModelShape, target: ModelShape) -> Any:
+    """A deep copy of ``config`` with only the shape fields (and what depends on layer indices) changed."""
+    new = copy.deepcopy(config)
+    new.num_hidden_layers = target.num_layers
+    new.num_attention_heads = target.num_attention_heads
+    new.num_key_value_heads = target.num_key_value_heads
+    new.hidden_size = target.hidden_size
+    new.intermediate_size = target.intermediate_size
+    new.head_dim = source.head_dim  # no longer hidden_size // heads in general
+    if getattr(config, 'use_sliding_window', False) and getattr(config, 'max_window_layers', None) is not None:
+        # Qwen2: layers with index >= max_window_layers use the sliding window; keep each kept layer's kind.
+        new.max_window_layers = sum(1 for layer in kept.layers if layer.source_layer < config.max_window_layers)
+    return new
+
+
+@torch.no_grad()
+def export_pruned_model(
+    hf_model: PreTrainedModel,
+    masks: Mapping[str, torch.Tensor],
+    source: ModelShape,
+    target: ModelShape,
+) -> PreTrainedModel:
+    """Builds the pruned model: a new HF model of the same class with the target shape.
+
+    Args:
+        hf_model: the source HF model (its norms may be :class:`MaskedRMSNorm` wrappers).
+        masks: deterministic masks (:meth:`L0Masks.deterministic`); soft values of kept
+            units are folded into o_proj / down_proj, the hidden mask must be 0/1.
+        source: shape of ``hf_model``.
+        target: the exported shape.
+
+    Returns:
+        A float32 CPU model whose logits equal the masked model's (up to float rounding),
+        with ``config`` a copy of the source's with only the shape fields changed.
+
+    Raises:
+        ShearError: the masks cannot be exported (see :func:`kept_structure`) or
+            ``source`` does not describe ``hf_model``.
+    """
+    actual = ModelShape.from_hf_config(hf_model.config)
+    if actual != source:
+        raise ShearError(f'the model has shape {actual}, but the masks were built for {source}')
+    adapter = adapter_for(hf_model.config)
+    kept = kept_structure(masks, source, target)
+    config = _exported_config(hf_model.config, kept, source, target)
+    with no_init_weights():
+        new_model = type(hf_model)(config)
+    new_model.to(device='cpu', dtype=torch.float32)
+
+    def weight(module: torch.nn.Module, name: str = 'weight') -> torch.Tensor:
+        return getattr(module, name).detach().to('cpu', torch.float32)
+
+    hid = torch.tensor(kept.hidden, dtype=torch.long)
+    head_dim = source.head_dim
+    adapter.embed_tokens(new_model).weight.copy_(weight(adapter.embed_tokens(hf_model))[:, hid])
+    adapter.final_norm(new_model).weight.copy_(weight(adapter.final_norm(hf_model))[hid])
+    if source.tie_word_embeddings:
+        new_model.tie_weights()
+        if adapter.lm_head(new_model).weight.data_ptr() != adapter.embed_tokens(new_model).weight.data_ptr():
+            raise ShearError('the exported model does not tie lm_head to embed_tokens')
+    else:
+        adapter.lm_head(new_model).weight.copy_(weight(adapter.lm_head(hf_model))[:, hid])
+
+    old_layers, new_layers = adapter.layers(hf_model), adapter.layers(new_model)
+    for new_layer, layer in zip(new_layers, kept.layers):
+        old_layer = old_layers[layer.source_layer]
+        q_rows = _head_rows(layer.query_heads, head_dim)
+        kv_rows = _head_rows(layer.kv_groups, head_dim)
+        old_attn, new_attn = adapter.attention(old_layer), adapter.attention(new_layer)
+        for proj, rows in (('q_proj', q_rows), ('k_proj', kv_rows), ('v_proj', kv_rows)):
+            old_proj, new_proj = getattr(old_attn, proj), getattr(new_attn, proj)
+            new_proj.weight.copy_(weight(old_proj)[rows][:, hid])
+            if adapter.qkv_bias:
+                new_proj.bias.copy_(weight(old_proj, 'bias')[rows])
+        scale = kept.head_scale[layer.source_layer].repeat_interleave(head_dim)[q_rows]
+        new_attn.o_proj.weight.copy_(weight(old_attn.o_proj)[hid][:, q_rows] * scale)
+
+        ffn = torch.tensor(layer.intermediate, dtype=torch.long)
+        old_mlp, new_mlp = adapter.mlp(old_layer), adapter.mlp(new_layer)
+        new_mlp.gate_proj.weight.copy_(weight(old_mlp.gate_proj)[ffn][:, hid])
+        new_mlp.up_proj.weight.copy_(weight(old_mlp.up_proj)[ffn][:, hid])
+        new_mlp.down_proj.weight.copy_(weight(old_mlp.down_proj)[hid][:, ffn] * kept.ffn_scale[layer.source_layer][ffn])
+
+        for norm in adapter.norms(old_layer):
+            getattr(new_layer, norm).weight.copy_(weight(getattr(old_layer, norm))[hid])
+
+    exported = ModelShape.from_hf_config(new_model.config)
+    if exported != target:
+        raise ShearError(f'internal error: exported shape {exported} != target {target}')
+    new_model.eval()
+    log.info('Exported %s -> %s (%d parameters)', source, target, sum(p.numel() for p in new_model.parameters()))
+    return new_model
+
+
+def pruning_record(
+    masks: Mapping[str, torch.Tensor],
+    source: ModelShape,
+    target: ModelShape,
+    source_name: str,
+) -> dict[str, Any]:
+    """What the export kept, as JSON-ready data (written as ``pruning.json``).
+
+    Args:
+        masks: the deterministic masks given to :func:`export_pruned_model`.
+        source: the source shape.
+        target: the target shape.
+        source_name: where the source model came from (path, hub id or tiny name).
+
+    Returns:
+        ``{'version', 'source_model', 'source_shape', 'target_shape', 'mask_types',
+        'kept_layers', 'kept_hidden', 'layers': [{'layer', 'source_layer', 'kv_groups',
+        'query_heads', 'intermediate'}, ...]}``, all indices in the source model, sorted.
+    """
+    kept = kept_structure(masks, source, target)
+    return {
+        'version': RECORD_VERSION,
+        'source_model': source_name,
+        'source_shape': asdict(source),
+        'target_shape': asdict(target),
+        'mask_types': list(masks),
+        'kept_layers': [layer.source_layer for layer in kept.layers],
+        'kept_hidden': kept.hidden,
+        'layers': [{'layer': index, **asdict(layer)} for index, layer in enumerate(kept.layers)],
+    }
+
+
+def check_out_dir(out_dir: Path, force: bool) -> None:
+    """Refuses an output path that would be clobbered.
+
+    Raises:
+        ShearError: ``out_dir`` is a file, or a non-empty directory and ``force`` is False.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ShearError(f'--out {out_dir} exists and is not a directory')
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise ShearError(f'--out {out_dir} is not empty; pass --force to replace its contents')
+
+
+def _apply_umask(directory: Path) -> None:
+    """Give every file the default mode (safetensors writes 0600 files)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in directory.iterdir():
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
+
+
+def save_exported(
+    model: PreTrainedModel,
+    tokenizer: Optional[PreTrainedTokenizerBase],
+    record: Mapping[str, Any],
+    out_dir: str | os.PathLike[str],
+    force: bool = False,
+) -> Path:
+    """Writes ``model`` (safetensors), the tokenizer and ``pruning.json`` to ``out_dir`` atomically.
+
+    Everything goes to a temporary directory next to ``out_dir``, which is then renamed
+    into place (an existing ``out_dir`` is renamed aside first, then deleted).
+
+    Args:
+        model: the exported model.
+        tokenizer: saved with ``save_pretrained`` when given.
+        record: :func:`pruning_record`.
+        out_dir: destination; must be missing or empty unless ``force``.
+        force: replace a non-empty ``out_dir``.
+
+    Returns:
+        The absolute output directory.
+
+    Raises:
+        ShearError: ``out_dir`` is a file, or non-empty without ``force``.
+    """
+    out = Path(out_dir).expanduser().absolute()
+    check_out_dir(out, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f'.{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}')
+    tmp.mkdir()
+    try:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
+        (tmp / RECORD_FILENAME).write_text(json.dumps(record, indent=2) + '\n', encoding='utf-8')
+        _apply_umask(tmp)
+        old = None
+        if out.exists():
+            old = out.with_name(f'.{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}')
+            out.rename(old)
+        tmp.rename(out)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info('Wrote the pruned model to %s', out)
+    return out

@@ -1,0 +1,278 @@
+"""Tests of the pruned-model export (fold and slice) and of `shear export` on Composer checkpoints."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from composer_plugins.cli import main as cli_main
+from composer_plugins.errors import ShearError
+from composer_plugins.models.byte_tokenizer import ByteLevelTokenizer
+from composer_plugins.models.causal_lm import ShearCausalLM
+from composer_plugins.models.export import export_pruned_model, pruning_record, save_exported
+from composer_plugins.pruning.shapes import ModelShape
+
+TOL = 1e-5
+SEEDS = (0, 1, 2)
+COMMON_TARGET = dict(num_layers=1, hidden_size=48, intermediate_size=96)
+# GQA sources have 4 query heads in 2 KV groups (q_per_kv 2); one target per seed:
+GQA_HEADS = (
+    dict(num_attention_heads=2, num_key_value_heads=1),  # cut a whole KV group
+    dict(num_attention_heads=2, num_key_value_heads=2),  # cut a query head inside every group
+    dict(num_attention_heads=1, num_key_value_heads=1),  # both
+)
+MHA_HEADS = dict(num_attention_heads=2, num_key_value_heads=2)
+
+
+def target_for(name: str, seed: int) -> dict[str, int]:
+    heads = MHA_HEADS if name == 'tiny-llama' else GQA_HEADS[seed % len(GQA_HEADS)]
+    return {**COMMON_TARGET, **heads}
+
+
+def randomize_log_alphas(model: ShearCausalLM, seed: int, std: float = 2.0) -> None:
+    """Random log_alphas, so deterministic masks keep varied units with non-trivial soft values."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.pruner.l0_masks.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator) * std)
+
+
+def random_batch(seed: int, batch: int = 2, seq: int = 12) -> dict[str, torch.Tensor]:
+    ids = torch.randint(0, 256, (batch, seq), generator=torch.Generator().manual_seed(1000 + seed))
+    return {'input_ids': ids, 'attention_mask': torch.ones_like(ids), 'labels': ids}
+
+
+def masked_model(name: str, seed: int, target: dict[str, int], **pruning: Any) -> ShearCausalLM:
+    torch.manual_seed(seed)
+    model = ShearCausalLM(name, pruning={'target': target, 'lagrangian_warmup': 10, **pruning})
+    randomize_log_alphas(model, seed)
+    return model.eval()
+
+
+def masked_logits(model: ShearCausalLM, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    with torch.no_grad():
+        return model(batch).logits
+
+
+def plain_logits(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=batch['input_ids'], attention_mask=batch['attention_mask']).logits
+
+
+def export_to(model: ShearCausalLM, out: Path, source_name: str) -> dict[str, Any]:
+    masks = model.pruner.l0_masks.deterministic()
+    source, target = model.pruner.source, model.pruner.target
+    exported = export_pruned_model(model.model, masks, source, target)
+    record = pruning_record(masks, source, target, source_name)
+    save_exported(exported, None, record, out)
+    return record
+
+
+@pytest.mark.parametrize('seed', SEEDS)
+@pytest.mark.parametrize('name', ['tiny-llama', 'tiny-llama-gqa', 'tiny-mistral', 'tiny-qwen2'])
+def test_exported_model_equals_masked_model(name: str, seed: int, tmp_path: Path) -> None:
+    model = masked_model(name, seed, target_for(name, seed))
+    batch = random_batch(seed)
+    expected = masked_logits(model, batch)
+    export_to(model, tmp_path / 'out', name)
+
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / 'out').eval()
+    assert type(reloaded) is type(model.model)
+    assert ModelShape.from_hf_config(reloaded.config) == model.pruner.target
+    assert reloaded.config.head_dim == model.pruner.source.head_dim
+    diff = (plain_logits(reloaded, batch) - expected).abs().max().item()
+    assert diff <= TOL, f'{name} seed {seed}: max |logit diff| {diff}'
+    for key in ('eos_token_id', 'pad_token_id', 'rope_theta', 'rms_norm_eps', 'max_position_embeddings'):
+        assert getattr(reloaded.config, key) == getattr(model.model.config, key)
+    if name == 'tiny-llama-gqa':
+        assert reloaded.config.tie_word_embeddings
+        assert reloaded.lm_head.weight.data_ptr() == reloaded.model.embed_tokens.weight.data_ptr()
+
+
+def test_head_layer_and_mlp_masks(tmp_path: Path) -> None:
+    """head_layer + mlp export when both keep the same layers, and fail clearly when they do not."""
+    target = target_for('tiny-llama-gqa', 2)
+    mask_types = ['head_layer', 'mlp', 'kv_group', 'head', 'intermediate', 'hidden']
+    model = masked_model('tiny-llama-gqa', 0, target, mask_types=mask_types)
+    gates = model.pruner.l0_masks.gates
+    with torch.no_grad():
+        gates['head_layer'].log_alpha.copy_(torch.tensor([-1.0, 1.5]))
+        gates['mlp'].log_alpha.copy_(torch.tensor([-2.0, 0.5]))
+    batch = random_batch(0)
+    expected = masked_logits(model, batch)
+    record = export_to(model, tmp_path / 'out', 'tiny-llama-gqa')
+    assert record['kept_layers'] == [1]
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / 'out').eval()
+    assert (plain_logits(reloaded, batch) - expected).abs().max().item() <= TOL
+
+    with torch.no_grad():
+        gates['mlp'].log_alpha.copy_(torch.tensor([2.0, 0.5]))
+    masks = model.pruner.l0_masks.deterministic()
+    with pytest.raises(ShearError, match='keep different layers'):
+        export_pruned_model(model.model, masks, model.pruner.source, model.pruner.target)
+
+
+@pytest.mark.parametrize('name', ['tiny-llama', 'tiny-llama-gqa', 'tiny-qwen2'])
+def test_pruning_record(name: str, tmp_path: Path) -> None:
+    seed = 2
+    model = masked_model(name, seed, target_for(name, seed))
+    export_to(model, tmp_path / 'out', name)
+    record = json.loads((tmp_path / 'out' / 'pruning.json').read_text())
+    source, target = model.pruner.source, model.pruner.target
+    assert record['source_model'] == name
+    assert ModelShape(**record['source_shape']) == source
+    assert ModelShape(**record['target_shape']) == target
+
+    def check(indices: list[int], count: int, bound: int) -> None:
+        assert len(indices) == count
+        assert indices == sorted(set(indices))
+        assert all(0 <= i < bound for i in indices)
+
+    check(record['kept_layers'], target.num_layers, source.num_layers)
+    check(record['kept_hidden'], target.hidden_size, source.hidden_size)
+    assert [layer['source_layer'] for layer in record['layers']] == record['kept_layers']
+    assert [layer['layer'] for layer in record['layers']] == list(range(target.num_layers))
+    for layer in record['layers']:
+        check(layer['kv_groups'], target.num_key_value_heads, source.num_key_value_heads)
+        check(layer['query_heads'], target.num_attention_heads, source.num_attention_heads)
+        check(layer['intermediate'], target.intermediate_size, source.intermediate_size)
+        # Query heads belong to kept KV groups, q_per_kv of them in each.
+        groups = [h // source.q_per_kv for h in layer['query_heads']]
+        assert sorted(set(groups)) == layer['kv_groups']
+        assert all(groups.count(g) == target.q_per_kv for g in layer['kv_groups'])
+    # The deterministic masks agree with the record.
+    masks = model.pruner.l0_masks.deterministic()
+    assert (masks['hidden'] > 0).nonzero().flatten().tolist() == record['kept_hidden']
+
+
+# --------------------------------------------------------------------------- CLI on real checkpoints
+
+
+def save_composer_checkpoint(folder: Path, pruning: Optional[dict[str, Any]], seed: int = 0) -> Path:
+    """Train one batch with a real Composer Trainer and return the monolithic checkpoint it saves."""
+    from composer import Trainer
+    from torch.utils.data import DataLoader
+
+    torch.manual_seed(seed)
+    model = ShearCausalLM('tiny-llama-gqa', tokenizer=ByteLevelTokenizer(), pruning=pruning)
+    if pruning is not None:
+        randomize_log_alphas(model, seed)
+    batch = random_batch(seed, batch=4, seq=16)
+    rows = [{key: value[i] for key, value in batch.items()} for i in range(4)]
+    trainer = Trainer(
+        model=model,
+        train_dataloader=DataLoader(rows, batch_size=2),
+        max_duration='1ba',
+        optimizers=torch.optim.AdamW(model.parameters(), lr=1e-3),
+        device='cpu',
+        save_folder=str(folder),
+        save_interval='1ba',
+        save_filename='ep{epoch}-ba{batch}.pt',
+        progress_bar=False,
+        log_to_console=False,
+        loggers=[],
+    )
+    trainer.fit()
+    trainer.close()
+    checkpoint = folder / 'ep0-ba1.pt'
+    assert checkpoint.is_file()
+    return checkpoint
+
+
+@pytest.fixture(scope='module')
+def pruning_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = target_for('tiny-llama-gqa', 2)
+    return save_composer_checkpoint(tmp_path_factory.mktemp('ckpt'), {'target': target, 'lagrangian_warmup': 10})
+
+
+@pytest.fixture
+def export_cli_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Register only the export sub-command, so these tests do not depend on the others."""
+    monkeypatch.setattr(cli_main, 'COMMAND_MODULES', ('composer_plugins.cli.export',))
+
+
+def reference_from_checkpoint(checkpoint: Path) -> ShearCausalLM:
+    """A fresh masked model with the checkpoint's weights and log_alphas (eval mode)."""
+    state = torch.load(checkpoint, map_location='cpu', weights_only=False)['state']['model']
+    extra = state['pruner._extra_state']
+    target = {key: extra['target'][key] for key in COMMON_TARGET.keys() | MHA_HEADS.keys()}
+    model = ShearCausalLM('tiny-llama-gqa', pruning={'target': target, 'lagrangian_warmup': 10})
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def check_exported_dir(out: Path, checkpoint: Path) -> None:
+    reference = reference_from_checkpoint(checkpoint)
+    batch = random_batch(7)
+    loaded = AutoModelForCausalLM.from_pretrained(out).eval()
+    diff = (plain_logits(loaded, batch) - masked_logits(reference, batch)).abs().max().item()
+    assert diff <= TOL
+    assert ModelShape.from_hf_config(loaded.config) == reference.pruner.target
+    assert loaded.lm_head.weight.data_ptr() == loaded.model.embed_tokens.weight.data_ptr()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    text = 'def f(x):\n    return x + 1\n'
+    assert tokenizer(text)['input_ids'] == ByteLevelTokenizer()(text)['input_ids']
+    record = json.loads((out / 'pruning.json').read_text())
+    assert len(record['kept_layers']) == 1 and len(record['kept_hidden']) == 48
+
+
+def test_cli_export_monolithic(pruning_checkpoint: Path, tmp_path: Path, export_cli_only: None,
+                               caplog: pytest.LogCaptureFixture) -> None:
+    out = tmp_path / 'pruned'
+    assert cli_main.main(['export', str(pruning_checkpoint), '--out', str(out)]) == 0
+    check_exported_dir(out, pruning_checkpoint)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['pruned']  # no temp dirs left behind
+
+    # A non-empty --out is refused without --force and replaced with it.
+    with caplog.at_level(logging.ERROR):
+        assert cli_main.main(['export', str(pruning_checkpoint), '--out', str(out)]) == 2
+    assert 'not empty' in caplog.text and '--force' in caplog.text
+    (out / 'stale.txt').write_text('old')
+    assert cli_main.main(['export', str(pruning_checkpoint), '--out', str(out), '--force']) == 0
+    assert not (out / 'stale.txt').exists()
+    check_exported_dir(out, pruning_checkpoint)
+
+
+def test_cli_export_distributed_checkpoint_layout(pruning_checkpoint: Path, tmp_path: Path,
+                                                  export_cli_only: None) -> None:
+    """The same checkpoint in torch.distributed.checkpoint layout (as FSDP2 sharded saves write it)."""
+    from torch.distributed.checkpoint.format_utils import torch_save_to_dcp
+
+    sharded = tmp_path / 'ep0-ba1'
+    torch_save_to_dcp(pruning_checkpoint, sharded)
+    assert (sharded / '.metadata').is_file()
+    out = tmp_path / 'pruned'
+    assert cli_main.main(['export', str(sharded), '--out', str(out)]) == 0
+    check_exported_dir(out, pruning_checkpoint)
+
+
+def test_cli_rejects_checkpoint_without_pruner(tmp_path: Path, export_cli_only: None,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    checkpoint = save_composer_checkpoint(tmp_path / 'ckpt', pruning=None)
+    out = tmp_path / 'out'
+    with caplog.at_level(logging.ERROR):
+        assert cli_main.main(['export', str(checkpoint), '--out', str(out)]) == 2
+    assert 'not a pruning checkpoint' in caplog.text and str(checkpoint) in caplog.text
+    assert not out.exists()
+
+
+def test_cli_missing_checkpoint(tmp_path: Path, export_cli_only: None, caplog: pytest.LogCaptureFixture) -> None:
+    missing = tmp_path / 'nope.pt'
+    with caplog.at_level(logging.ERROR):
+        assert cli_main.main(['export', str(missing), '--out', str(tmp_path / 'out')]) == 2
+    assert 'does not exist' in caplog.text and str(missing) in caplog.text
+    assert not (tmp_path / 'out').exists()
+
+
+def test_cli_rejects_non_checkpoint_file(tmp_path: Path, export_cli_only: None,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    bogus = tmp_path / 'bogus.pt'
+    torch.save({'weights': torch.zeros(2)}, bogus)
+    with caplog.at_level(logging.ERROR):
+        assert cli_main.main(['export', str(bogus), '--out', str(tmp_path / 'out')]) == 2
+    assert 'not a Composer checkpoint' in caplog.text
