@@ -11,6 +11,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_YAML = REPO_ROOT / 'yamls' / 'tiny.yaml'
+PRUNE_TINY_YAML = REPO_ROOT / 'yamls' / 'prune_tiny.yaml'
 
 # mosaicml-streaming leaves lock files in TMPDIR: keep ours private and set it before
 # anything imports tempfile-dependent code.
@@ -36,18 +37,20 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def train_command(*overrides: str, nproc: int = 1) -> list[str]:
-    """``python train.py yamls/tiny.yaml ...`` or ``composer -n N train.py ...``."""
+def train_command(*overrides: str, nproc: int = 1, yaml: Path = TINY_YAML) -> list[str]:
+    """``python train.py YAML ...`` or ``composer -n N train.py YAML ...``."""
     if nproc == 1:
-        return [sys.executable, str(REPO_ROOT / 'train.py'), str(TINY_YAML), *overrides]
+        return [sys.executable, str(REPO_ROOT / 'train.py'), str(yaml), *overrides]
     launcher = [sys.executable, '-m', 'composer.cli.launcher', '-n', str(nproc)]
-    return [*launcher, str(REPO_ROOT / 'train.py'), str(TINY_YAML), *overrides]
+    return [*launcher, str(REPO_ROOT / 'train.py'), str(yaml), *overrides]
 
 
-def run_train(*overrides: str, nproc: int = 1, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+def run_train(
+    *overrides: str, nproc: int = 1, yaml: Path = TINY_YAML, timeout: float = 300, **env: str,
+) -> subprocess.CompletedProcess:
     """Run a training job to completion and fail the test with its log if it fails."""
     proc = subprocess.run(
-        train_command(*overrides, nproc=nproc),
+        train_command(*overrides, nproc=nproc, yaml=yaml),
         cwd=REPO_ROOT, env=subprocess_env(**env), capture_output=True, text=True, timeout=timeout,
     )
     if proc.returncode != 0:

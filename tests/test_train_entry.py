@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from composer_plugins.config.load import load_run_config
-from conftest import REPO_ROOT, TINY_YAML, run_train, subprocess_env, train_command
+from conftest import PRUNE_TINY_YAML, REPO_ROOT, TINY_YAML, run_train, subprocess_env, train_command
 
 
 def _checkpoint_model(path: Path) -> dict[str, torch.Tensor]:
@@ -49,15 +49,17 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float) -> None:
         time.sleep(0.02)
 
 
-def test_sigkill_then_autoresume_matches_uninterrupted_run(corpus_dir, tmp_path):
+@pytest.mark.parametrize('yaml', [TINY_YAML, PRUNE_TINY_YAML], ids=['plain', 'pruning'])
+def test_sigkill_then_autoresume_matches_uninterrupted_run(corpus_dir, tmp_path, yaml):
+    """Weights (and, when pruning, log-alphas and multipliers) equal an uninterrupted run's."""
     total, kill_after = 60, 10
-    common = [f'variables.data_dir={corpus_dir}', f'max_duration={total}ba', 'save_interval=10ba',
-              'eval_interval=1000ba', 'autoresume=true', 'save_num_checkpoints_to_keep=-1']
+    common = [f'variables.data_dir={corpus_dir}', f'variables.run_dir={tmp_path}', f'max_duration={total}ba',
+              'save_interval=10ba', 'eval_interval=1000ba', 'autoresume=true', 'save_num_checkpoints_to_keep=-1']
 
-    run_train(*common, 'run_name=straight', f'save_folder={tmp_path / "straight"}')
+    run_train(*common, 'run_name=straight', f'save_folder={tmp_path / "straight"}', yaml=yaml)
 
     resumed_args = [*common, 'run_name=killed', f'save_folder={tmp_path / "killed"}']
-    proc = subprocess.Popen(train_command(*resumed_args), cwd=REPO_ROOT, env=subprocess_env(),
+    proc = subprocess.Popen(train_command(*resumed_args, yaml=yaml), cwd=REPO_ROOT, env=subprocess_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for(tmp_path / 'killed' / f'ep0-ba{kill_after}-rank0.pt', proc, timeout=180)
@@ -72,14 +74,19 @@ def test_sigkill_then_autoresume_matches_uninterrupted_run(corpus_dir, tmp_path)
 
     checkpoint_at_kill = tmp_path / 'killed' / f'ep0-ba{kill_after}-rank0.pt'
     mtime_at_kill = checkpoint_at_kill.stat().st_mtime
-    run_train(*resumed_args)
+    run_train(*resumed_args, yaml=yaml)
     assert checkpoint_at_kill.stat().st_mtime == mtime_at_kill  # resumed, did not start over
 
     straight = _checkpoint_model(tmp_path / 'straight' / f'ep0-ba{total}-rank0.pt')
     killed = _checkpoint_model(tmp_path / 'killed' / f'ep0-ba{total}-rank0.pt')
     assert straight.keys() == killed.keys()
+    if yaml == PRUNE_TINY_YAML:
+        assert any('log_alpha' in name for name in straight) and any('lambda_1' in name for name in straight)
     for name in straight:
-        assert torch.equal(straight[name], killed[name]), name
+        if isinstance(straight[name], torch.Tensor):
+            assert torch.equal(straight[name], killed[name]), name
+        else:  # the pruner's extra state (shapes, mask types)
+            assert straight[name] == killed[name], name
 
 
 @pytest.mark.parametrize('parallelism', ['ddp', 'fsdp2'])

@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 import torch
 from composer.models import HuggingFaceModel
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from composer_plugins.errors import ShearError
 from composer_plugins.models.pruner import Pruner
@@ -163,7 +163,8 @@ def load_pruning_checkpoint(
         raise ShearError(f'{path} has no Hugging Face metadata (state.integrations.huggingface); cannot rebuild the model')
 
     tokenizer = _load_tokenizer(hf_state)
-    hf_model = HuggingFaceModel.load_huggingface_model_from_saved_state(hf_state, checkpoint, None, None)
+    # FSDP2 saves the dynamic class name (``FSDPLlamaForCausalLM``); rebuild from the config instead.
+    hf_model = HuggingFaceModel.load_huggingface_model_from_saved_state(hf_state, checkpoint, AutoModelForCausalLM, None)
     weights = {k[len(MODEL_PREFIX):]: v for k, v in model_state.items() if k.startswith(MODEL_PREFIX)}
     try:
         missing, unexpected = hf_model.load_state_dict(weights, strict=False)

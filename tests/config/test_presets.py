@@ -1,0 +1,148 @@
+"""Every shipped run YAML loads and validates; the presets' targets have the stated sizes."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from composer_plugins.config.load import load_run_config
+from composer_plugins.pruning.shapes import (
+    ModelShape,
+    count_non_embedding_params,
+    count_params,
+    validate_target,
+)
+from conftest import REPO_ROOT
+
+YAML_DIR = REPO_ROOT / 'yamls'
+PRESET_DIR = YAML_DIR / 'presets'
+ALL_YAMLS = sorted(YAML_DIR.glob('*.yaml')) + sorted(PRESET_DIR.glob('*.yaml'))
+
+LLAMA2_7B = ModelShape(num_layers=32, hidden_size=4096, num_attention_heads=32, num_key_value_heads=32,
+                       head_dim=128, intermediate_size=11008, vocab_size=32000, tie_word_embeddings=False)
+LLAMA31_8B = ModelShape(num_layers=32, hidden_size=4096, num_attention_heads=32, num_key_value_heads=8,
+                        head_dim=128, intermediate_size=14336, vocab_size=128256, tie_word_embeddings=False)
+SMOLLM2_135M = ModelShape(num_layers=30, hidden_size=576, num_attention_heads=9, num_key_value_heads=3,
+                          head_dim=64, intermediate_size=1536, vocab_size=49152, tie_word_embeddings=True)
+
+
+@pytest.fixture(scope='module')
+def stub_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``train/index.json`` and ``eval/index.json``: all that config validation looks at."""
+    root = tmp_path_factory.mktemp('stub-mds')
+    for split in ('train', 'eval'):
+        (root / split).mkdir()
+        (root / split / 'index.json').write_text('{"version": 2, "shards": []}')
+    return root
+
+
+def _load(path: Path, data_dir: Path):
+    """Load ``path`` with the stub data; a ``variables.model_dir`` becomes a tiny model so that
+    validation does not depend on which model directories exist on this machine."""
+    variables = yaml.safe_load(path.read_text()).get('variables') or {}
+    overrides = [f'variables.data_dir={data_dir}']
+    if 'model_dir' in variables:
+        overrides.append('variables.model_dir=tiny-llama')
+    return load_run_config(str(path), overrides)
+
+
+def _ids(paths):
+    return [str(p.relative_to(YAML_DIR)) for p in paths]
+
+
+def test_expected_yamls_exist():
+    names = set(_ids(ALL_YAMLS))
+    for name in ('prune.yaml', 'prune_tiny.yaml', 'tiny.yaml', 'presets/llama2_7b_to_1.3b.yaml',
+                 'presets/llama2_7b_to_2.7b.yaml', 'presets/llama3.1_8b_to_4b.yaml'):
+        assert name in names
+
+
+@pytest.mark.parametrize('path', ALL_YAMLS, ids=_ids(ALL_YAMLS))
+def test_yaml_loads_and_validates(path, stub_data_dir):
+    cfg = _load(path, stub_data_dir)
+    assert cfg.train_loader.dataset.local == str(stub_data_dir)
+    if cfg.model.pruning is not None:
+        assert cfg.optimizer.name == 'adamw'
+        assert 'pruning_monitor' in cfg.callbacks
+
+
+@pytest.mark.parametrize(('name', 'default_model'), [
+    ('prune.yaml', 'models/smollm2-135m'),
+    ('presets/llama2_7b_to_1.3b.yaml', 'meta-llama/Llama-2-7b-hf'),
+    ('presets/llama2_7b_to_2.7b.yaml', 'meta-llama/Llama-2-7b-hf'),
+    ('presets/llama3.1_8b_to_4b.yaml', 'meta-llama/Llama-3.1-8B'),
+])
+def test_model_and_tokenizer_default_to_model_dir(name, default_model):
+    raw = yaml.safe_load((YAML_DIR / name).read_text())
+    assert raw['variables']['model_dir'] == default_model
+    assert raw['model']['source'] == '${variables.model_dir}'
+    assert raw['tokenizer']['name'] == '${variables.model_dir}'
+
+
+def test_llama2_7b_source_size():
+    assert round(count_params(LLAMA2_7B) / 1e6, 1) == 6738.4
+
+
+@pytest.mark.parametrize(('name', 'millions'), [
+    ('llama2_7b_to_1.3b.yaml', 1345.4),
+    ('llama2_7b_to_2.7b.yaml', 2701.6),
+])
+def test_llama2_preset_target_size(name, millions, stub_data_dir):
+    cfg = _load(PRESET_DIR / name, stub_data_dir)
+    target = cfg.model.pruning.target.to_shape(LLAMA2_7B)
+    validate_target(LLAMA2_7B, target)
+    assert round(count_params(target) / 1e6, 1) == millions
+    assert target.num_key_value_heads == target.num_attention_heads  # MHA stays MHA
+    assert cfg.model.pruning.lagrangian_warmup_batches == 640
+    assert cfg.max_duration == '3200ba'
+    assert cfg.global_train_batch_size == 32
+    assert cfg.max_seq_len == 4096
+    assert cfg.optimizer.lr == pytest.approx(1e-4)
+    assert cfg.optimizer.lag_lr == pytest.approx(1.0)
+    assert cfg.precision == 'amp_bf16'
+    assert cfg.autoresume and cfg.run_name
+    assert cfg.fsdp_config == {'state_dict_type': 'sharded', 'mixed_precision': 'PURE',
+                               'activation_checkpointing': True}
+
+
+def test_llama31_preset_matches_its_comment(stub_data_dir):
+    path = PRESET_DIR / 'llama3.1_8b_to_4b.yaml'
+    cfg = _load(path, stub_data_dir)
+    target = cfg.model.pruning.target.to_shape(LLAMA31_8B)
+    validate_target(LLAMA31_8B, target)
+    assert {'kv_group', 'head'} <= set(cfg.model.pruning.mask_types)
+    text = path.read_text()
+    stated_source = re.search(r'^#\s+source .*?: ([\d,]+)', text, re.MULTILINE)
+    stated_target = re.search(r'^#\s+target .*?: ([\d,]+)', text, re.MULTILINE)
+    assert stated_source and stated_target
+    assert count_params(LLAMA31_8B) == int(stated_source.group(1).replace(',', ''))
+    assert count_params(target) == int(stated_target.group(1).replace(',', ''))
+    assert 0.45 <= count_params(target) / count_params(LLAMA31_8B) <= 0.55
+
+
+def test_prune_yaml_halves_smollm2(stub_data_dir):
+    path = YAML_DIR / 'prune.yaml'
+    cfg = _load(path, stub_data_dir)
+    target = cfg.model.pruning.target.to_shape(SMOLLM2_135M)
+    validate_target(SMOLLM2_135M, target)
+    source_n, target_n = count_non_embedding_params(SMOLLM2_135M), count_non_embedding_params(target)
+    assert 0.45 <= target_n / source_n <= 0.55
+    text = path.read_text()
+    for number in (source_n, target_n, count_params(SMOLLM2_135M), count_params(target)):
+        assert f'{number:,}' in text  # the header comment states the computed sizes
+    assert cfg.model.pruning.lagrangian_warmup_batches > 0
+
+
+@pytest.mark.parametrize(('name', 'source'), [
+    ('prune.yaml', SMOLLM2_135M),
+    ('presets/llama2_7b_to_1.3b.yaml', LLAMA2_7B),
+    ('presets/llama2_7b_to_2.7b.yaml', LLAMA2_7B),
+    ('presets/llama3.1_8b_to_4b.yaml', LLAMA31_8B),
+])
+def test_mask_types_can_reach_the_target(name, source, stub_data_dir):
+    masks = pytest.importorskip('composer_plugins.pruning.masks')
+    pruning = _load(YAML_DIR / name, stub_data_dir).model.pruning
+    specs = masks.build_mask_specs(source, pruning.target.to_shape(source), pruning.mask_types)
+    assert specs
