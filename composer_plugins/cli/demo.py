@@ -32,7 +32,9 @@ def run(args: argparse.Namespace) -> int:
     data_dir = build_python_corpus_shards(out / 'data', seq_len=128, train_rows=2000, eval_rows=200)
     log.info('Data: %s', data_dir)
     code = train_main([
-        args.yaml, f'variables.data_dir={data_dir}', f'variables.run_dir={out}', *args.overrides,
+        args.yaml, f'variables.data_dir={data_dir}', f'variables.run_dir={out}',
+        'save_overwrite=true',  # a rerun of the demo starts over in the same folder
+        *args.overrides,
     ])
     if code == 0:
         log.info('Demo finished in %.0f s; checkpoints in %s', time.monotonic() - start, out / 'checkpoints')

@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from composer_plugins.models.checkpoint import load_pruning_checkpoint
-    from composer_plugins.models.export import check_out_dir, export_pruned_model, pruning_record, save_exported
+    from composer_plugins.models.export import export_pruned_model, pruning_record, save_exported
+    from composer_plugins.output_dirs import check_out_dir
     from composer_plugins.models.mask_summary import summarize_masks
 
     check_out_dir(Path(args.out).expanduser().absolute(), args.force)  # before reading the checkpoint

@@ -24,8 +24,6 @@ import copy
 import json
 import logging
 import os
-import shutil
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
@@ -35,6 +33,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_utils import no_init_weights
 
 from composer_plugins.errors import ShearError
+from composer_plugins.output_dirs import check_out_dir, staged_output
 from composer_plugins.models.adapters import adapter_for
 from composer_plugins.pruning.shapes import ModelShape
 
@@ -348,27 +347,6 @@ def pruning_record(
     }
 
 
-def check_out_dir(out_dir: Path, force: bool) -> None:
-    """Refuses an output path that would be clobbered.
-
-    Raises:
-        ShearError: ``out_dir`` is a file, or a non-empty directory and ``force`` is False.
-    """
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ShearError(f'--out {out_dir} exists and is not a directory')
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
-        raise ShearError(f'--out {out_dir} is not empty; pass --force to replace its contents')
-
-
-def _apply_umask(directory: Path) -> None:
-    """Give every file the default mode (safetensors writes 0600 files)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in directory.iterdir():
-        if path.is_file():
-            path.chmod(0o666 & ~umask)
-
-
 def save_exported(
     model: PreTrainedModel,
     tokenizer: Optional[PreTrainedTokenizerBase],
@@ -396,24 +374,10 @@ def save_exported(
     """
     out = Path(out_dir).expanduser().absolute()
     check_out_dir(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f'.{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}')
-    tmp.mkdir()
-    try:
+    with staged_output(out) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
         (tmp / RECORD_FILENAME).write_text(json.dumps(record, indent=2) + '\n', encoding='utf-8')
-        _apply_umask(tmp)
-        old = None
-        if out.exists():
-            old = out.with_name(f'.{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}')
-            out.rename(old)
-        tmp.rename(out)
-        if old is not None:
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info('Wrote the pruned model to %s', out)
     return out

