@@ -81,7 +81,7 @@ class ShearCausalLM(HuggingFaceModel):
         validate_target(source_shape, target_shape)
         self.pruner = Pruner(
             source_shape, target_shape, cfg.mask_types, cfg.lagrangian_warmup_batches, cfg.init_drop_prob,
-            source_name=self.source,
+            source_name=self.source, sample_seed=cfg.sample_seed,
         )
         self.mask_applier = MaskApplier(self.model, adapter, source_shape)
 

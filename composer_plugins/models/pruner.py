@@ -47,9 +47,11 @@ class Pruner(nn.Module):
         lagrangian_warmup_batches: int,
         init_drop_prob: float,
         source_name: str = '',
+        sample_seed: int = 0,
     ) -> None:
         super().__init__()
         self.source_name = source_name
+        self.sample_seed = sample_seed
         self.mask_types = list(mask_types)
         self.lagrangian_warmup_batches = lagrangian_warmup_batches
         self.l0_masks = L0Masks(source, target, mask_types, init_drop_prob=init_drop_prob)
@@ -64,11 +66,25 @@ class Pruner(nn.Module):
         return self.l0_masks.target
 
     def forward(self, step: int) -> PrunerOutput:
-        masks = self.l0_masks()
+        if self.training:
+            masks = self.l0_masks.sample(self._generator(step))
+        else:
+            masks = self.l0_masks.deterministic()
         expected = self.l0_masks.expected_sparsity()
         target = self.l0_masks.target_sparsity_at(step, self.lagrangian_warmup_batches)
         lagrangian, _ = self.lagrangian(expected, target)
         return PrunerOutput(masks, lagrangian, expected, target, self.l0_masks.expected_params())
+
+    def _generator(self, step: int) -> torch.Generator:
+        """The gate noise of ``step`` depends only on (``sample_seed``, step): resumed runs replay it.
+
+        The global RNG is not used: a resumed run consumes it differently (for example when
+        it re-creates its dataloader iterator), which would change every later sample.
+        """
+        device = self.l0_masks.gates[self.l0_masks.names[0]].log_alpha.device
+        generator = torch.Generator(device=device)
+        generator.manual_seed(self.sample_seed * 1_000_003 + step)
+        return generator
 
     def get_extra_state(self) -> dict[str, Any]:
         """Saved with the weights, so a checkpoint alone says how to export it."""

@@ -46,11 +46,14 @@ class PruningConfig:
         lagrangian_warmup: batches (``640ba`` or 640) over which the target sparsity ramps
             linearly from 0 to its final value.
         init_drop_prob: initial drop probability of every gate (small = keep everything).
+        sample_seed: seed of the gate noise; the noise of step n depends only on
+            (sample_seed, n), so a resumed run replays it exactly.
     """
     target: TargetShapeConfig
     lagrangian_warmup: Union[int, str] = 0
     mask_types: list[MaskType] = field(default_factory=lambda: ['layer', 'kv_group', 'head', 'intermediate', 'hidden'])
     init_drop_prob: float = DEFAULT_INIT_DROP_PROB
+    sample_seed: int = 0
 
     @property
     def lagrangian_warmup_batches(self) -> int:

@@ -1,0 +1,99 @@
+"""Cost of pruning: a training step with all mask types vs a plain step, side by side.
+
+Same source model (a LLaMA-shaped config of about 32M parameters, or any --source), same
+batch, same process; the two kinds of step alternate so that machine noise hits both.
+Also compares the eval forward of the masked model (deterministic masks) with the
+forward of the exported, smaller model. Prints one JSON line of ratios and medians.
+
+    python benchmarks/pruning_overhead.py [--steps 10] [--batch 4] [--seq 256]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import time
+
+import torch
+
+from composer_plugins.models.causal_lm import ShearCausalLM
+from composer_plugins.models.export import export_pruned_model
+
+SOURCE_OVERRIDES = dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=10,
+                        num_attention_heads=8, num_key_value_heads=4)
+TARGET = dict(num_layers=8, num_attention_heads=4, num_key_value_heads=2, hidden_size=384, intermediate_size=1024)
+
+
+def _train_step(model: ShearCausalLM, optimizer: torch.optim.Optimizer, batch: dict) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss = model.loss(model(batch), batch)
+    (loss['total'] if isinstance(loss, dict) else loss).backward()
+    optimizer.step()
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--source', default='tiny-llama-gqa')
+    parser.add_argument('--steps', type=int, default=10)
+    parser.add_argument('--batch', type=int, default=4)
+    parser.add_argument('--seq', type=int, default=256)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.manual_seed(0)
+
+    plain = ShearCausalLM(args.source, config_overrides=SOURCE_OVERRIDES)
+    pruning = ShearCausalLM(args.source, config_overrides=SOURCE_OVERRIDES, pruning={
+        'target': TARGET, 'mask_types': ['layer', 'kv_group', 'head', 'intermediate', 'hidden'],
+        'lagrangian_warmup': 100,
+    })
+    pruning.model.load_state_dict(plain.model.state_dict())
+    params = sum(p.numel() for p in plain.model.parameters())
+    ids = torch.randint(0, 256, (args.batch, args.seq))
+    batch = {'input_ids': ids, 'attention_mask': torch.ones_like(ids), 'labels': ids}
+    opt_plain = torch.optim.AdamW(plain.parameters(), lr=1e-4)
+    opt_pruning = torch.optim.AdamW([
+        {'params': pruning.model.parameters()},
+        {'params': pruning.pruner.l0_masks.parameters(), 'lr': 1.0},
+        {'params': pruning.pruner.lagrangian.parameters(), 'lr': 1.0, 'maximize': True},
+    ], lr=1e-4)
+    plain.train()
+    pruning.train()
+    for _ in range(2):  # warm-up
+        _train_step(plain, opt_plain, batch)
+        _train_step(pruning, opt_pruning, batch)
+    plain_times, pruning_times = [], []
+    for _ in range(args.steps):
+        plain_times.append(_timed(lambda: _train_step(plain, opt_plain, batch)))
+        pruning_times.append(_timed(lambda: _train_step(pruning, opt_pruning, batch)))
+
+    pruning.eval()
+    with torch.no_grad():
+        masks = pruning.pruner(0).masks
+        exported = export_pruned_model(pruning.model, masks, pruning.pruner.source, pruning.pruner.target).eval()
+        masked_times, exported_times = [], []
+        for _ in range(args.steps):
+            masked_times.append(_timed(lambda: pruning(batch)))
+            exported_times.append(_timed(lambda: exported(input_ids=ids)))
+    result = {
+        'source_params_m': round(params / 1e6, 1),
+        'exported_params_m': round(sum(p.numel() for p in exported.parameters()) / 1e6, 1),
+        'batch': args.batch, 'seq': args.seq, 'steps': args.steps, 'threads': torch.get_num_threads(),
+        'plain_step_s': round(statistics.median(plain_times), 4),
+        'pruning_step_s': round(statistics.median(pruning_times), 4),
+        'pruning_over_plain': round(statistics.median(pruning_times) / statistics.median(plain_times), 3),
+        'masked_eval_forward_s': round(statistics.median(masked_times), 4),
+        'exported_forward_s': round(statistics.median(exported_times), 4),
+        'exported_over_masked': round(statistics.median(exported_times) / statistics.median(masked_times), 3),
+    }
+    print(json.dumps(result))  # the benchmark's output is this one JSON line
+
+
+if __name__ == '__main__':
+    main()
