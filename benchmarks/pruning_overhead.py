@@ -1,6 +1,6 @@
 """Cost of pruning: a training step with all mask types vs a plain step, side by side.
 
-Same source model (a LLaMA-shaped config of about 32M parameters, or any --source), same
+Same source model (a LLaMA-shaped config of about 35M parameters, or any --source), same
 batch, same process; the two kinds of step alternate so that machine noise hits both.
 Also compares the eval forward of the masked model (deterministic masks) with the
 forward of the exported, smaller model. Prints one JSON line of ratios and medians.
@@ -20,7 +20,7 @@ import torch
 from composer_plugins.models.causal_lm import ShearCausalLM
 from composer_plugins.models.export import export_pruned_model
 
-SOURCE_OVERRIDES = dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=10,
+SOURCE_OVERRIDES = dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=14,
                         num_attention_heads=8, num_key_value_heads=4)
 TARGET = dict(num_layers=8, num_attention_heads=4, num_key_value_heads=2, hidden_size=384, intermediate_size=1024)
 
