@@ -179,34 +179,24 @@ def _expected_counts(probs: Mapping[str, torch.Tensor], shape: ModelShape, dtype
 
 
 def expected_sparsity_from_probs(probs: Mapping[str, torch.Tensor], shape: ModelShape) -> dict[str, torch.Tensor]:
-    """Expected sparsity of every mask in ``probs``, with layer/group interactions.
+    """Expected sparsity of every mask in ``probs``, each over its own gates (paper eq. 2).
 
-    ``layer``/``head_layer``/``mlp``: ``1 - E[kept layers] / L``;
-    ``kv_group``: ``1 - sum_l a_l sum_g p_kv / (L G)``;
-    ``head``: ``1 - sum_l a_l sum_g p_kv sum_h p_head / (L G Q)``;
-    ``intermediate``: ``1 - sum_l m_l sum_f p_int / (L F)``; ``hidden``: ``1 - sum p_hidden / H``.
+    ``s_m = 1 - mean(p_m)``: the expected fraction of the mask's units that are pruned,
+    e.g. ``1 - E[kept layers] / L`` or ``1 - sum p_int / (L F)``. As in the paper, each
+    constraint acts on one structure only; the interactions between structures enter the
+    expected parameter count (:func:`expected_params_from_probs`), not the constraints.
 
     Args:
         probs: keep probabilities by mask name (e.g. :meth:`L0Masks.keep_probs`).
-        shape: the source shape the masks were built for.
+        shape: the source shape the masks were built for (checked against the mask shapes).
 
     Returns:
         0-dim tensors in the dtype of the probabilities, differentiable wrt them.
     """
     ref = next(iter(probs.values()), None)
     dtype = ref.dtype if ref is not None else torch.float32
-    counts = _expected_counts(probs, shape, dtype)
-    layers, groups = shape.num_layers, shape.num_key_value_heads
-    totals = {
-        LAYER: (counts.attn_layer.sum(), layers),
-        HEAD_LAYER: (counts.attn_layer.sum(), layers),
-        MLP: (counts.mlp_layer.sum(), layers),
-        KV_GROUP: ((counts.attn_layer * counts.kv_groups).sum(), layers * groups),
-        HEAD: ((counts.attn_layer * counts.q_heads).sum(), layers * groups * shape.q_per_kv),
-        INTERMEDIATE: ((counts.mlp_layer * counts.ffn).sum(), layers * shape.intermediate_size),
-        HIDDEN: (counts.hidden, shape.hidden_size),
-    }
-    return {name: 1.0 - totals[name][0] / totals[name][1] for name in MASK_TYPES if name in probs}
+    _expected_counts(probs, shape, dtype)  # validates names and shapes
+    return {name: 1.0 - probs[name].to(dtype).mean() for name in MASK_TYPES if name in probs}
 
 
 def expected_params_from_probs(probs: Mapping[str, torch.Tensor], shape: ModelShape) -> torch.Tensor:
@@ -237,24 +227,19 @@ def expected_params_from_probs(probs: Mapping[str, torch.Tensor], shape: ModelSh
 def target_sparsity_for(source: ModelShape, target: ModelShape, mask_names: Sequence[str]) -> dict[str, float]:
     """Sparsity of each mask at the target shape, with the definitions of :func:`expected_sparsity_from_probs`.
 
-    ``layer``/``head_layer``/``mlp``: ``1 - Lt/L``; ``kv_group``: ``1 - Lt Gt / (L G)``;
-    ``head``: ``1 - Lt Gt Qt / (L G Q)``; ``intermediate``: ``1 - Lt Ft / (L F)``;
-    ``hidden``: ``1 - Ht / H``.
+    ``layer``/``head_layer``/``mlp``: ``1 - Lt/L``; ``kv_group``: ``1 - Gt/G``;
+    ``head``: ``1 - Qt/Q``; ``intermediate``: ``1 - Ft/F``; ``hidden``: ``1 - Ht/H``.
     """
-    lt, l_src = target.num_layers, source.num_layers
-    gt, g_src = target.num_key_value_heads, source.num_key_value_heads
-    qt, q_src = target.q_per_kv, source.q_per_kv
     kept_fraction = {
-        LAYER: lt / l_src,
-        HEAD_LAYER: lt / l_src,
-        MLP: lt / l_src,
-        KV_GROUP: (lt * gt) / (l_src * g_src),
-        HEAD: (lt * gt * qt) / (l_src * g_src * q_src),
-        INTERMEDIATE: (lt * target.intermediate_size) / (l_src * source.intermediate_size),
+        LAYER: target.num_layers / source.num_layers,
+        HEAD_LAYER: target.num_layers / source.num_layers,
+        MLP: target.num_layers / source.num_layers,
+        KV_GROUP: target.num_key_value_heads / source.num_key_value_heads,
+        HEAD: target.q_per_kv / source.q_per_kv,
+        INTERMEDIATE: target.intermediate_size / source.intermediate_size,
         HIDDEN: target.hidden_size / source.hidden_size,
     }
     return {name: 1.0 - kept_fraction[name] for name in mask_names}
-
 
 class L0Masks(nn.Module):
     """All hard concrete masks that prune one ``source`` model to ``target``.

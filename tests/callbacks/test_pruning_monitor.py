@@ -46,11 +46,12 @@ def test_metric_keys_and_target_ramp(pruning_run):
 
 def test_multipliers_ascend_while_sparsity_is_below_target(pruning_run):
     _, data, _ = pruning_run
-    # early on expected sparsity < target, so gradient ascent on lambda1 * (s - t) lowers lambda1
-    expected = data['l0/expected_sparsity/intermediate'][5][1]
-    target = data['l0/target_sparsity/intermediate'][5][1]
-    assert expected < target
-    assert data['l0/lambda1/intermediate'][5][1] < 0
+    # while s < t, gradient ascent on lambda1 * (s - t) lowers lambda1
+    window = range(6, 16)
+    below = [data['l0/expected_sparsity/intermediate'][i][1] < data['l0/target_sparsity/intermediate'][i][1]
+             for i in window]
+    assert all(below)
+    assert data['l0/lambda1/intermediate'][15][1] < data['l0/lambda1/intermediate'][6][1]
     assert data['l0/lambda2/intermediate'][-1][1] > 0  # (s - t)^2 >= 0 only ever raises lambda2
 
 
@@ -64,8 +65,8 @@ def test_optimizer_has_three_groups_and_multipliers_are_one_element(pruning_run)
     by_ids = [{id(p) for p in g['params']} for g in groups]
     ascent = [g for g, ids in zip(groups, by_ids) if ids == lambdas]
     gates = [g for g, ids in zip(groups, by_ids) if ids == log_alphas]
-    assert len(ascent) == 1 and ascent[0]['maximize'] is True and ascent[0]['lr'] == pytest.approx(0.5)
-    assert len(gates) == 1 and gates[0]['maximize'] is False and gates[0]['lr'] == pytest.approx(0.5)
+    assert len(ascent) == 1 and ascent[0]['maximize'] is True and ascent[0]['lr'] == pytest.approx(0.1)
+    assert len(gates) == 1 and gates[0]['maximize'] is False and gates[0]['lr'] == pytest.approx(0.1)
     assert all(p.shape == (1,) for p in model.pruner.lagrangian.parameters())
 
 
@@ -73,20 +74,21 @@ def test_mask_snapshots_keep_exact_target_counts(pruning_run):
     _, _, run_dir = pruning_run
     for step in (12, 24):
         masks = torch.load(run_dir / 'masks' / f'step{step}.pt')
-        assert int((masks['layer'] > 0).sum()) == 1
+        assert int((masks['layer'] > 0).sum()) == 2
+        assert ((masks['head'] > 0).sum(dim=-1) == 2).all()
         assert ((masks['kv_group'] > 0).sum(dim=1) == 1).all()
         assert ((masks['intermediate'] > 0).sum(dim=1) == 96).all()
         assert int((masks['hidden'] > 0).sum()) == 48
         assert set(masks['hidden'].unique().tolist()) <= {0.0, 1.0}
         summary = (run_dir / 'masks' / f'step{step}.txt').read_text()
         assert 'hidden channels kept: 48 / 64' in summary
-        assert summary.count('pruned') == 1
+        assert summary.count('pruned') == 2
 
 
 @pytest.mark.parametrize(('overrides', 'message'), [
     (['model.pruning.target.hidden_size=128'], 'hidden_size'),
     (['model.pruning.target.num_attention_heads=3', 'model.pruning.target.num_key_value_heads=2'], 'divisible'),
-    (['model.pruning.target.num_attention_heads=3'], 'q_per_kv (3) exceeds the source q_per_kv (2)'),
+    (['model.pruning.target.num_attention_heads=5'], 'q_per_kv (5) exceeds the source q_per_kv (4)'),
     (['model.pruning.mask_types=[layer,expert]'], "model.pruning.mask_types[1]: got 'expert'"),
     (['optimizer.name=decoupled_adamw'], "model.pruning needs 'adamw'"),
 ])
@@ -96,8 +98,39 @@ def test_bad_pruning_config_is_one_clear_error(corpus_dir, overrides, message):
 
     with pytest.raises((ConfigError, ShearError)) as info:
         cfg = load_run_config(PRUNE_YAML, [f'variables.data_dir={corpus_dir}', *overrides])
-        ShearCausalLM(cfg.model.source, pruning=to_dict(cfg.model.pruning))
+        ShearCausalLM(cfg.model.source, config_overrides=cfg.model.config_overrides,
+                      pruning=to_dict(cfg.model.pruning))
     assert message in str(info.value)
+
+
+def test_short_run_reaches_the_exact_target_shape(corpus_dir, tmp_path):
+    """yamls/prune_tiny.yaml as shipped cuts every mask type; by its last step every expected
+    sparsity is within 0.02 of its target, and the export has exactly the target shape."""
+    from composer.loggers import InMemoryLogger
+    from transformers import AutoModelForCausalLM
+
+    from composer_plugins.cli.main import main as shear_main
+    from composer_plugins.train_entry import run
+
+    cfg = load_run_config(PRUNE_YAML, [
+        f'variables.data_dir={corpus_dir}', f'variables.run_dir={tmp_path}', 'loggers={inmemory: {}}',
+        'eval_interval=240ba', 'save_interval=240ba', 'console_log_interval=60ba',
+    ])
+    trainer = run(cfg)
+    data = next(d for d in trainer.logger.destinations if isinstance(d, InMemoryLogger)).data
+    targets = {m: data[f'l0/target_sparsity/{m}'][-1][1] for m in MASKS}
+    assert all(t > 0 for t in targets.values()), targets  # every mask type is cut
+    for mask in MASKS:
+        expected = data[f'l0/expected_sparsity/{mask}'][-1][1]
+        assert abs(expected - targets[mask]) <= 0.02, (mask, expected, targets[mask])
+
+    out = tmp_path / 'exported'
+    assert shear_main(['export', str(tmp_path / 'checkpoints' / 'latest-rank0.pt'), '--out', str(out)]) == 0
+    config = AutoModelForCausalLM.from_pretrained(out).config
+    target = cfg.model.pruning.target
+    assert (config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads, config.hidden_size,
+            config.intermediate_size) == (target.num_layers, target.num_attention_heads, target.num_key_value_heads,
+                                          target.hidden_size, target.intermediate_size)
 
 
 def test_unsupported_architecture_is_named(tmp_path):

@@ -27,7 +27,7 @@ def test_fsdp2_pruning_run_exports_from_sharded_checkpoint(corpus_dir, tmp_path)
     model = AutoModelForCausalLM.from_pretrained(out)
     config = model.config
     assert (config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads,
-            config.hidden_size, config.intermediate_size) == (1, 2, 1, 48, 96)
+            config.hidden_size, config.intermediate_size) == (2, 2, 1, 48, 96)
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
     record = json.loads((out / 'pruning.json').read_text())
     assert record['source_model'] == 'tiny-llama-gqa'

@@ -119,8 +119,9 @@ def test_expected_sparsity_equals_target_at_exact_pattern(source, target, mask_t
     assert all(v.item() == 0 for v in expected_sparsity_from_probs(ones, source).values())
 
 
-def test_expected_sparsity_interactions_by_hand():
-    # layer 0 kept with p=0.5, others 1; in every layer kv group 0 has p=0.5.
+def test_expected_sparsity_is_per_mask_by_hand():
+    # layer 0 kept with p=0.5, others 1; in every layer kv group 0 has p=0.5; head 0 of each group p=0.
+    # Each constraint sees only its own gates (paper eq. 2), whatever the layer gates do.
     layer = torch.tensor([0.5, 1.0, 1.0, 1.0])
     kv = torch.ones(4, 2)
     kv[:, 0] = 0.5
@@ -128,8 +129,8 @@ def test_expected_sparsity_interactions_by_hand():
     head[:, :, 0] = 0.0
     s = expected_sparsity_from_probs({'layer': layer, 'kv_group': kv, 'head': head}, GQA)
     assert s['layer'].item() == pytest.approx(1 - 3.5 / 4)
-    assert s['kv_group'].item() == pytest.approx(1 - 3.5 * 1.5 / 8)
-    assert s['head'].item() == pytest.approx(1 - 3.5 * 1.5 * 3 / 32)
+    assert s['kv_group'].item() == pytest.approx(1 - 4 * 1.5 / 8)
+    assert s['head'].item() == pytest.approx(1 - 3 / 4)
 
 
 def test_wrong_probability_shape_rejected():
@@ -194,8 +195,8 @@ def test_target_sparsity_values_and_ramp():
     target = GQA_TARGET.replace(num_attention_heads=2)
     masks = L0Masks(GQA, target, ALL_GQA)
     t = masks.target_sparsity()
-    assert t == pytest.approx({'layer': 0.25, 'kv_group': 1 - 3 / 8, 'head': 1 - 3 * 2 / 32,
-                               'intermediate': 1 - 3 * 64 / (4 * 128), 'hidden': 0.5})
+    assert t == pytest.approx({'layer': 1 - 3 / 4, 'kv_group': 1 - 1 / 2, 'head': 1 - 2 / 4,
+                               'intermediate': 1 - 64 / 128, 'hidden': 0.5})
     assert masks.target_sparsity(final=False) == {n: 0.0 for n in t}
     assert masks.target_sparsity_at(5, 10) == pytest.approx({n: v / 2 for n, v in t.items()})
     assert masks.target_sparsity_at(10, 10) == pytest.approx(t)
