@@ -21,6 +21,7 @@ from composer_plugins.models.loading import load_causal_lm
 from composer_plugins.models.mask_hooks import MaskApplier
 from composer_plugins.models.pruner import Pruner, PrunerOutput
 from composer_plugins.pruning.config import PruningConfig
+from composer_plugins.pruning.masks import default_mask_types
 from composer_plugins.pruning.shapes import ModelShape, validate_target
 
 
@@ -79,8 +80,9 @@ class ShearCausalLM(HuggingFaceModel):
         source_shape = ModelShape.from_hf_config(self.model.config)
         target_shape = cfg.target.to_shape(source_shape)
         validate_target(source_shape, target_shape)
+        mask_types = cfg.mask_types if cfg.mask_types is not None else default_mask_types(source_shape)
         self.pruner = Pruner(
-            source_shape, target_shape, cfg.mask_types, cfg.lagrangian_warmup_batches, cfg.init_drop_prob,
+            source_shape, target_shape, mask_types, cfg.lagrangian_warmup_batches, cfg.init_drop_prob,
             source_name=self.source, sample_seed=cfg.sample_seed,
         )
         self.mask_applier = MaskApplier(self.model, adapter, source_shape)

@@ -1,8 +1,8 @@
 """Typed ``model.pruning`` section of a run YAML (pure Python)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal, Union
+from dataclasses import dataclass
+from typing import Literal, Optional, Union
 
 from composer_plugins.errors import ConfigError
 from composer_plugins.pruning.hard_concrete import DEFAULT_INIT_DROP_PROB
@@ -42,7 +42,8 @@ class PruningConfig:
     Attributes:
         target: the exact target shape.
         mask_types: structures to prune (``layer`` or ``head_layer`` + ``mlp``, ``kv_group``,
-            ``head``, ``intermediate``, ``hidden``).
+            ``head``, ``intermediate``, ``hidden``); default: every structure the model has
+            (``head`` only with grouped-query attention).
         lagrangian_warmup: batches (``640ba`` or 640) over which the target sparsity ramps
             linearly from 0 to its final value.
         init_drop_prob: initial drop probability of every gate (small = keep everything).
@@ -51,7 +52,7 @@ class PruningConfig:
     """
     target: TargetShapeConfig
     lagrangian_warmup: Union[int, str] = 0
-    mask_types: list[MaskType] = field(default_factory=lambda: ['layer', 'kv_group', 'head', 'intermediate', 'hidden'])
+    mask_types: Optional[list[MaskType]] = None
     init_drop_prob: float = DEFAULT_INIT_DROP_PROB
     sample_seed: int = 0
 
@@ -68,5 +69,5 @@ class PruningConfig:
         _ = self.lagrangian_warmup_batches
         if not 0.0 < self.init_drop_prob < 1.0:
             raise ConfigError(f'{path}.init_drop_prob: got {self.init_drop_prob}; expected a value in (0, 1)')
-        if len(set(self.mask_types)) != len(self.mask_types):
+        if self.mask_types is not None and len(set(self.mask_types)) != len(self.mask_types):
             raise ConfigError(f'{path}.mask_types: {self.mask_types} lists a mask type twice')

@@ -65,12 +65,19 @@ class MaskSpec:
     keep_per_row: int
 
 
+def default_mask_types(source: ModelShape) -> list[str]:
+    """Every structure the source has: ``head`` only with grouped-query attention."""
+    types = [LAYER, KV_GROUP, HEAD, INTERMEDIATE, HIDDEN]
+    return [t for t in types if t != HEAD or source.q_per_kv > 1]
+
+
 def build_mask_specs(source: ModelShape, target: ModelShape, mask_types: Sequence[str]) -> list[MaskSpec]:
     """Derives the masks and their per-row keep counts that prune ``source`` to ``target``.
 
     Keep counts: ``layer`` / ``head_layer`` / ``mlp`` -> target layers, ``kv_group`` ->
     target KV heads, ``head`` -> target ``q_per_kv``, ``intermediate`` -> target FFN width,
-    ``hidden`` -> target hidden width. On MHA sources ``head`` is replaced by ``kv_group``.
+    ``hidden`` -> target hidden width. ``head`` needs grouped-query attention (an MHA
+    source has no query heads inside a group to prune; its heads are ``kv_group``).
 
     Args:
         source: shape of the model being pruned.
@@ -99,9 +106,10 @@ def build_mask_specs(source: ModelShape, target: ModelShape, mask_types: Sequenc
     if len(types & {HEAD_LAYER, MLP}) == 1:
         raise ConfigError(f"mask types 'head_layer' and 'mlp' must be requested together (requested {requested})")
     if HEAD in types and source.q_per_kv == 1:
-        log.info("source uses multi-head attention (q_per_kv == 1): mask 'head' is served by 'kv_group'")
-        types.discard(HEAD)
-        types.add(KV_GROUP)
+        raise ConfigError(
+            "mask type 'head' prunes query heads inside a KV group, but this model uses multi-head attention "
+            "(one query head per KV head); use 'kv_group' to prune its heads",
+        )
 
     missing = []
     if target.num_layers < source.num_layers and not (LAYER in types or HEAD_LAYER in types):

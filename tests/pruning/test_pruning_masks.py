@@ -7,6 +7,7 @@ from composer_plugins.pruning.masks import (
     L0Masks,
     MaskSpec,
     build_mask_specs,
+    default_mask_types,
     expected_params_from_probs,
     expected_sparsity_from_probs,
     target_sparsity_for,
@@ -33,11 +34,11 @@ def test_specs_gqa():
     ]
 
 
-def test_specs_mha_head_maps_to_kv_group():
-    specs = build_mask_specs(MHA, MHA_TARGET, ['head_layer', 'mlp', 'head', 'intermediate', 'hidden'])
-    assert [(s.name, s.shape, s.keep_per_row) for s in specs] == [
-        ('head_layer', (4,), 3), ('mlp', (4,), 3), ('kv_group', (4, 8), 4), ('intermediate', (4, 128), 64),
-        ('hidden', (64,), 32)]
+def test_head_mask_on_mha_is_an_error_and_not_a_default():
+    with pytest.raises(ValueError, match="multi-head attention.*use 'kv_group'"):
+        build_mask_specs(MHA, MHA_TARGET, ['head_layer', 'mlp', 'head', 'intermediate', 'hidden'])
+    assert default_mask_types(MHA) == ['layer', 'kv_group', 'intermediate', 'hidden']
+    assert default_mask_types(GQA) == ['layer', 'kv_group', 'head', 'intermediate', 'hidden']
 
 
 @pytest.mark.parametrize('mask_types, target, match', [
@@ -47,7 +48,8 @@ def test_specs_mha_head_maps_to_kv_group():
     (['head_layer', 'intermediate'], MHA, 'together'),
     (['kv_group', 'intermediate', 'hidden'], MHA_TARGET, 'num_layers'),
     (['layer', 'intermediate', 'hidden'], MHA_TARGET, 'num_key_value_heads'),
-    (['layer', 'kv_group', 'head', 'hidden'], MHA_TARGET, 'intermediate_size'),
+    (['layer', 'kv_group', 'hidden'], MHA_TARGET, 'intermediate_size'),
+    (['layer', 'kv_group', 'head', 'intermediate', 'hidden'], MHA_TARGET, 'multi-head attention'),
     (['layer', 'kv_group', 'intermediate'], MHA_TARGET, 'hidden_size'),
 ])
 def test_spec_errors(mask_types, target, match):
@@ -82,7 +84,7 @@ def _exact_probs(source, target, specs, seed=0):
 
 
 CASES = [
-    (MHA, MHA_TARGET, ['layer', 'head', 'intermediate', 'hidden']),
+    (MHA, MHA_TARGET, ['layer', 'kv_group', 'intermediate', 'hidden']),
     (MHA, MHA_TARGET, ['head_layer', 'mlp', 'kv_group', 'intermediate', 'hidden']),
     (GQA, GQA_TARGET, ALL_GQA),
     (GQA, GQA_TARGET.replace(num_attention_heads=2), ALL_GQA),
