@@ -19,13 +19,19 @@ def register_all() -> None:
     import torch
     from llmfoundry import registry
 
+    from composer_plugins.callbacks.dynamic_loading import DynamicLoading
     from composer_plugins.callbacks.pruning_monitor import PruningMonitor
+    from composer_plugins.callbacks.sample_log import SampleLog
+    from composer_plugins.data.mixture_loader import build_domain_mixture_dataloader
 
     from composer_plugins.models.tokenizers import NAMED_TOKENIZERS
     from composer_plugins.models.causal_lm import ShearCausalLM
 
     registry.models.register('shear_causal_lm', func=ShearCausalLM)
     registry.callbacks.register('pruning_monitor', func=PruningMonitor)
+    registry.callbacks.register('dynamic_loading', func=DynamicLoading)
+    registry.callbacks.register('sample_log', func=SampleLog)
+    registry.dataloaders.register('domain_mixture', func=build_domain_mixture_dataloader)
     if 'adamw' not in registry.optimizers:
         registry.optimizers.register('adamw', func=torch.optim.AdamW)  # supports per-group maximize
     for name, tokenizer_cls in NAMED_TOKENIZERS.items():

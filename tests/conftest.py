@@ -56,3 +56,26 @@ def run_train(
     if proc.returncode != 0:
         pytest.fail(f'training failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}')
     return proc
+
+
+MIXTURE_YAML = REPO_ROOT / 'yamls' / 'mixture_tiny.yaml'
+
+
+@pytest.fixture(scope='session')
+def mixture_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 byte-level domains of stdlib source: ``alpha`` (600 rows), ``beta`` (600), ``small`` (40)."""
+    from composer_plugins.data.mds import pack_documents, write_token_rows
+    from composer_plugins.data.python_corpus import stdlib_source_files
+    from composer_plugins.models.tokenizers import load_tokenizer
+
+    tokenizer = load_tokenizer('byte-level')
+    files = stdlib_source_files()
+    root = tmp_path_factory.mktemp('mixture')
+    for name, chosen, rows in (('alpha', files[0::3], 600), ('beta', files[1::3], 600), ('small', files[2::3], 40)):
+        documents = (tokenizer(p.read_text(encoding='utf-8', errors='replace'))['input_ids'] for p in chosen)
+        packed = pack_documents(documents, 128, tokenizer.eos_token_id)
+        eval_rows = [next(packed) for _ in range(16)]
+        train_rows = [next(packed) for _ in range(rows)]
+        write_token_rows(root / name / 'eval', eval_rows, len(tokenizer))
+        write_token_rows(root / name / 'train', train_rows, len(tokenizer))
+    return root

@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     'composer_plugins.cli.smollm2',
     'composer_plugins.cli.demo',
     'composer_plugins.cli.export',
+    'composer_plugins.cli.prep',
 )
 
 log = logging.getLogger(__name__)

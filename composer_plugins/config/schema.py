@@ -98,7 +98,57 @@ class TextLoaderConfig:
     label: Optional[str] = None
 
 
-LoaderConfig = TextLoaderConfig
+@dataclass
+class MixtureDatasetConfig:
+    """``train_loader.dataset`` of the ``domain_mixture`` loader (``shear prep`` output layout).
+
+    ``<local>/<domain>/<split>`` holds each domain's MDS shards. One update interval is
+    ``interval_batches`` global batches (one Composer epoch); ``weights`` are the initial
+    domain weights (uniform when omitted).
+    """
+    local: str
+    domains: list[str]
+    max_seq_len: int
+    interval_batches: int
+    split: str = 'train'
+    remote: Optional[str] = None
+    weights: Optional[list[float]] = None
+    seed: int = 17
+
+    def validate(self, path: str) -> None:
+        if not self.domains or len(set(self.domains)) != len(self.domains):
+            raise ConfigError(f'{path}.domains: got {self.domains}; expected distinct domain names')
+        if self.interval_batches <= 0:
+            raise ConfigError(f'{path}.interval_batches: got {self.interval_batches}; expected a positive int')
+        if self.weights is not None:
+            if len(self.weights) != len(self.domains):
+                raise ConfigError(
+                    f'{path}.weights: {len(self.weights)} values for {len(self.domains)} domains {self.domains}',
+                )
+            if any(w < 0 for w in self.weights) or abs(sum(self.weights) - 1.0) > 1e-6:
+                raise ConfigError(f'{path}.weights: {self.weights} must be non-negative and sum to 1 '
+                                  f'(they sum to {sum(self.weights):.6g})')
+        if self.remote is None:
+            for domain in self.domains:
+                index = os.path.join(self.local, domain, self.split, 'index.json')
+                if not os.path.isfile(index):
+                    raise ConfigError(f'{path}.domains: domain {domain!r} has no MDS index at {index!r}')
+
+
+@dataclass
+class MixtureLoaderConfig:
+    """``train_loader`` with this package's ``domain_mixture`` loader (dynamic batch loading)."""
+    name: Literal['domain_mixture']
+    dataset: MixtureDatasetConfig
+    drop_last: bool = True
+    num_workers: int = 0
+    pin_memory: bool = False
+    prefetch_factor: Optional[int] = field(default=None, metadata={'keep_none': True})
+    persistent_workers: bool = False
+    timeout: int = 0
+
+
+LoaderConfig = Union[TextLoaderConfig, MixtureLoaderConfig]
 
 
 @dataclass
@@ -138,8 +188,8 @@ class RunConfig:
     global_train_batch_size: int
     device_train_microbatch_size: Union[int, str] = 'auto'
     device_eval_batch_size: int = 4
-    eval_loader: Optional[LoaderConfig] = None
-    eval_loaders: Optional[list[LoaderConfig]] = None
+    eval_loader: Optional[TextLoaderConfig] = None
+    eval_loaders: Optional[list[TextLoaderConfig]] = None
     eval_interval: TimeStr = 1
     eval_first: bool = False
     eval_subset_num_batches: int = -1
@@ -185,6 +235,13 @@ class RunConfig:
                 raise ConfigError(
                     'callbacks.pruning_monitor: required with model.pruning (it feeds the step to the '
                     'Lagrangian warm-up, clamps the gates and logs l0/* metrics)',
+                )
+        if isinstance(self.train_loader, MixtureLoaderConfig):
+            interval = f'{self.train_loader.dataset.interval_batches}ba'
+            if str(self.eval_interval) != interval:
+                raise ConfigError(
+                    f'eval_interval: got {self.eval_interval!r}; the domain_mixture loader needs {interval!r} '
+                    '(train_loader.dataset.interval_batches) so that every interval ends with an evaluation',
                 )
         if isinstance(self.device_train_microbatch_size, str) and self.device_train_microbatch_size != 'auto':
             raise ConfigError(

@@ -1,0 +1,128 @@
+"""Dynamic batch loading: re-weight the domains from each domain's loss gap (paper Algorithm 1).
+
+After every evaluation (one per interval, ``eval_interval`` = the loader's
+``interval_batches``) it reads each domain's eval loss from the evaluator labelled with
+the domain's name, applies the rule and hands the next interval's weights to the
+``domain_mixture`` train dataset.
+
+Metric keys:
+
+* ``eval/<domain>/loss``: the domain's eval cross entropy;
+* ``data/weight/<domain>``: the weight of the next interval;
+* ``data/samples/<domain>``: samples drawn from the domain so far (every batch).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Union
+
+import numpy as np
+from composer.core import Callback, State
+from composer.loggers import Logger
+
+from composer_plugins.data.mixture_loader import DomainMixtureDataset
+from composer_plugins.data.weight_rules import RULES
+from composer_plugins.errors import ShearError
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+
+
+class DynamicLoading(Callback):
+    """Registered as ``dynamic_loading``.
+
+    Args:
+        rule: ``doremi`` (w ∝ w·exp(max(l − ref, 0))) or ``constant``.
+        ref_losses: reference loss per domain, as a mapping or a list in domain order.
+        clamp_gap: clamp the loss gap at 0 (paper); False matches the original code.
+        smoothing: weight of the uniform distribution mixed into the new weights.
+    """
+
+    def __init__(
+        self, rule: str = 'doremi', ref_losses: Union[dict[str, float], list[float], None] = None,
+        clamp_gap: bool = True, smoothing: float = 0.0,
+    ) -> None:
+        if rule not in RULES:
+            raise ShearError(f'callbacks.dynamic_loading.rule: got {rule!r}; expected one of {sorted(RULES)}')
+        if rule == 'doremi' and ref_losses is None:
+            raise ShearError('callbacks.dynamic_loading.ref_losses: required by rule doremi')
+        if not 0.0 <= smoothing < 1.0:
+            raise ShearError(f'callbacks.dynamic_loading.smoothing: got {smoothing}; expected a value in [0, 1)')
+        self.rule = rule
+        self.ref_losses_cfg = ref_losses
+        self.clamp_gap = clamp_gap
+        self.smoothing = smoothing
+        self.history: list[dict[str, Any]] = []
+
+    def _dataset(self, state: State) -> DomainMixtureDataset:
+        dataset = getattr(state.train_dataloader, 'dataset', None)
+        if not isinstance(dataset, DomainMixtureDataset):
+            raise ShearError('callbacks.dynamic_loading needs train_loader.name: domain_mixture')
+        return dataset
+
+    def _ref_losses(self, domains: list[str]) -> np.ndarray:
+        refs = self.ref_losses_cfg
+        if refs is None:
+            return np.zeros(len(domains))
+        if isinstance(refs, dict):
+            missing = [d for d in domains if d not in refs]
+            if missing:
+                raise ShearError(f'callbacks.dynamic_loading.ref_losses: no value for domain(s) {missing}')
+            return np.array([float(refs[d]) for d in domains])
+        if len(refs) != len(domains):
+            raise ShearError(
+                f'callbacks.dynamic_loading.ref_losses: {len(refs)} values for {len(domains)} domains {domains}',
+            )
+        return np.array([float(v) for v in refs])
+
+    def fit_start(self, state: State, logger: Logger) -> None:
+        dataset = self._dataset(state)
+        self._ref_losses(dataset.domains)  # fail early on a mismatch
+        labels = {label.split('/')[-1] for label in state.eval_metrics} if state.eval_metrics else set()
+        evaluator_labels = {ev.label.split('/')[-1] for ev in state.evaluators}
+        missing = [d for d in dataset.domains if d not in evaluator_labels | labels]
+        if missing:
+            raise ShearError(
+                f'callbacks.dynamic_loading: no evaluator labelled with domain(s) {missing}; add one eval_loaders '
+                'entry per domain with label: <domain>',
+            )
+
+    def batch_end(self, state: State, logger: Logger) -> None:
+        dataset = self._dataset(state)
+        consumed = dataset.consumed_per_domain(int(state.timestamp.sample_in_epoch))
+        logger.log_metrics({f'data/samples/{d}': int(n) for d, n in zip(dataset.domains, consumed)})
+
+    def eval_after_all(self, state: State, logger: Logger) -> None:
+        dataset = self._dataset(state)
+        losses = np.array([self._domain_loss(state, domain) for domain in dataset.domains])
+        refs = self._ref_losses(dataset.domains)
+        new = RULES[self.rule](
+            dataset.next_weights, losses, refs, clamp_gap=self.clamp_gap, smoothing=self.smoothing,
+        )
+        dataset.set_weights(new)
+        step = int(state.timestamp.batch)
+        self.history.append({'batch': step, 'losses': losses.tolist(), 'weights': new.tolist()})
+        metrics: dict[str, float] = {}
+        for domain, loss, weight in zip(dataset.domains, losses, new):
+            metrics[f'eval/{domain}/loss'] = float(loss)
+            metrics[f'data/weight/{domain}'] = float(weight)
+        logger.log_metrics(metrics)
+        log.info('Batch %d: domain weights %s', step, dict(zip(dataset.domains, np.round(new, 4).tolist())))
+
+    @staticmethod
+    def _domain_loss(state: State, domain: str) -> float:
+        for label, metrics in state.eval_metrics.items():
+            if label.split('/')[-1] == domain and 'LanguageCrossEntropy' in metrics:
+                return float(metrics['LanguageCrossEntropy'].compute())
+        raise ShearError(f'callbacks.dynamic_loading: no eval loss for domain {domain!r}')
+
+    def state_dict(self) -> dict[str, Any]:
+        return {'version': STATE_VERSION, 'rule': self.rule, 'history': self.history}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get('version') != STATE_VERSION:
+            raise ShearError(f'dynamic_loading state version {state.get("version")} != {STATE_VERSION}')
+        if state.get('rule') != self.rule:
+            raise ShearError(f'dynamic_loading: checkpoint used rule {state.get("rule")!r}, config says {self.rule!r}')
+        self.history = list(state['history'])

@@ -1,0 +1,134 @@
+"""The domain-mixture loader and dynamic batch loading, on real MDS shards and real runs."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from composer_plugins.config.load import load_run_config
+from composer_plugins.data.mixture_schedule import apportion
+from composer_plugins.data.weight_rules import constant_update, doremi_update
+from composer_plugins.errors import ConfigError
+from conftest import MIXTURE_YAML, REPO_ROOT, run_train, subprocess_env, train_command
+
+DOMAINS = ('alpha', 'beta', 'small')
+
+
+def _read_sample_log(folder: Path, rank: int) -> dict[int, list[tuple[int, int]]]:
+    """batch -> [(domain, index)]; a batch seen twice (replayed after a kill) keeps its last record."""
+    batches: dict[int, list[tuple[int, int]]] = {}
+    for line in (folder / f'rank{rank}.jsonl').read_text().splitlines():
+        record = json.loads(line)
+        batches[record['batch']] = list(zip(record['domain'], record['index']))
+    return batches
+
+
+def test_doremi_rule_raises_lagging_domains():
+    w = np.array([0.5, 0.3, 0.2])
+    new = doremi_update(w, losses=np.array([2.0, 3.0, 1.0]), ref_losses=np.array([2.0, 2.0, 2.0]))
+    expected = w * np.exp([0.0, 1.0, 0.0])
+    assert new == pytest.approx(expected / expected.sum())
+    unclamped = doremi_update(w, np.array([2.0, 3.0, 1.0]), np.array([2.0, 2.0, 2.0]), clamp_gap=False)
+    assert unclamped[2] < new[2]  # below its reference, the domain loses weight without the clamp
+    smoothed = doremi_update(w, np.array([2.0, 3.0, 1.0]), np.array([2.0, 2.0, 2.0]), smoothing=0.5)
+    assert smoothed == pytest.approx(0.5 * new + 0.5 / 3)
+    assert constant_update(w, np.ones(3), np.zeros(3)) == pytest.approx(w)
+
+
+def test_apportionment_is_largest_remainder():
+    assert apportion(np.array([0.5, 0.3, 0.2]), 7).tolist() == [4, 2, 1]
+    counts = apportion(np.array([0.37, 0.41, 0.22]), 80)
+    assert counts.sum() == 80 and np.abs(counts - np.array([0.37, 0.41, 0.22]) * 80).max() < 1
+
+
+def test_mixing_follows_weights_and_small_domain_wraps(mixture_dir, tmp_path):
+    from composer_plugins.train_entry import run
+
+    cfg = load_run_config(str(MIXTURE_YAML), [
+        f'variables.data_dir={mixture_dir}', f'variables.run_dir={tmp_path}', 'save_folder=null',
+        'callbacks.dynamic_loading.rule=constant', 'max_duration=40ba',
+    ])
+    run(cfg)
+    batches = _read_sample_log(tmp_path / 'samples', 0)
+    assert sorted(batches) == list(range(40))
+    per_interval = 10 * 8
+    for interval in range(4):
+        keys = [key for b in range(interval * 10, (interval + 1) * 10) for key in batches[b]]
+        counts = Counter(domain for domain, _ in keys)
+        assert [counts[d] for d in range(3)] == apportion(np.array([0.4, 0.4, 0.2]), per_interval).tolist()
+    drawn: dict[int, list[int]] = {0: [], 1: [], 2: []}
+    for b in range(40):
+        for domain, index in batches[b]:
+            drawn[domain].append(index)
+    small = drawn[2]  # 40 rows, 16 per interval: wraps into a second pass in interval 3
+    assert len(small) == 64
+    assert sorted(small[:40]) == list(range(40))  # a whole pass before any repeat
+    assert len(set(small[40:])) == 24 and small[40:] != small[:24]  # a new shuffled pass
+    for domain in (0, 1):
+        assert len(set(drawn[domain])) == len(drawn[domain])  # big domains never repeat
+
+
+def test_sigkill_resume_replays_the_same_samples_per_rank(mixture_dir, tmp_path):
+    """composer -n 2, num_workers=2, doremi updates every 10 batches; kill after the ba20 checkpoint."""
+    total = 120
+    common = [f'variables.data_dir={mixture_dir}', f'max_duration={total}ba', 'train_loader.num_workers=2',
+              'train_loader.prefetch_factor=2', 'save_interval=10ba', 'autoresume=true',
+              'save_num_checkpoints_to_keep=-1', 'global_train_batch_size=8']
+
+    def args(name: str) -> list[str]:
+        return [*common, f'run_name={name}', f'variables.run_dir={tmp_path / name}',
+                f'save_folder={tmp_path / name / "ckpt"}', f'callbacks.sample_log.out_dir={tmp_path / name / "samples"}']
+
+    run_train(*args('straight'), nproc=2, yaml=MIXTURE_YAML)
+
+    proc = subprocess.Popen(train_command(*args('killed'), nproc=2, yaml=MIXTURE_YAML), cwd=REPO_ROOT,
+                            env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    checkpoint = tmp_path / 'killed' / 'ckpt' / 'ep1-ba20-rank0.pt'
+    try:
+        deadline = time.monotonic() + 300
+        while not checkpoint.exists():
+            assert proc.poll() is None, f'run ended ({proc.returncode}) before {checkpoint.name}'
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert not (tmp_path / 'killed' / 'ckpt' / f'ep11-ba{total}-rank0.pt').exists(), 'finished before the kill'
+
+    run_train(*args('killed'), nproc=2, yaml=MIXTURE_YAML)
+    for rank in (0, 1):
+        straight = _read_sample_log(tmp_path / 'straight' / 'samples', rank)
+        resumed = _read_sample_log(tmp_path / 'killed' / 'samples', rank)
+        assert sorted(straight) == sorted(resumed) == list(range(total))
+        assert all(straight[b] == resumed[b] for b in range(total)), rank
+    first = _read_sample_log(tmp_path / 'straight' / 'samples', 0)[25]
+    second = _read_sample_log(tmp_path / 'straight' / 'samples', 1)[25]
+    assert not set(first) & set(second)  # ranks draw distinct samples
+    final = f'ep11-ba{total}-rank0.pt'
+    state_a = torch.load(tmp_path / 'straight' / 'ckpt' / final, weights_only=False)['state']['dataset_state']
+    state_b = torch.load(tmp_path / 'killed' / 'ckpt' / final, weights_only=False)['state']['dataset_state']
+    assert state_a['train'] == state_b['train']
+    assert state_a['train']['next_weights'] != [0.4, 0.4, 0.2]  # doremi moved the weights
+
+
+@pytest.mark.parametrize(('override', 'message'), [
+    ('train_loader.dataset.weights=[0.5,0.4,0.2]', 'train_loader.dataset.weights: [0.5, 0.4, 0.2] must be'),
+    ('train_loader.dataset.weights=[0.5,0.5]', 'train_loader.dataset.weights: 2 values for 3 domains'),
+    ('train_loader.dataset.domains=[alpha,beta,gamma]', "domain 'gamma' has no MDS index"),
+    ('eval_interval=5ba', "the domain_mixture loader needs '10ba'"),
+])
+def test_bad_mixture_config_is_one_clear_error(mixture_dir, override, message):
+    with pytest.raises(ConfigError, match=__import__('re').escape(message)):
+        load_run_config(str(MIXTURE_YAML), [f'variables.data_dir={mixture_dir}', override])
