@@ -30,11 +30,13 @@ SMOLLM2_135M = ModelShape(num_layers=30, hidden_size=576, num_attention_heads=9,
 
 @pytest.fixture(scope='module')
 def stub_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``train/index.json`` and ``eval/index.json``: all that config validation looks at."""
+    """``[<domain>/]{train,eval}/index.json``: all that config validation looks at."""
     root = tmp_path_factory.mktemp('stub-mds')
-    for split in ('train', 'eval'):
-        (root / split).mkdir()
-        (root / split / 'index.json').write_text('{"version": 2, "shards": []}')
+    domains = ('', 'alpha', 'beta', 'small', 'cc', 'github', 'book', 'stackexchange', 'wiki', 'arxiv', 'c4-rp')
+    for domain in domains:
+        for split in ('train', 'eval'):
+            (root / domain / split).mkdir(parents=True)
+            (root / domain / split / 'index.json').write_text('{"version": 2, "shards": []}')
     return root
 
 
@@ -146,3 +148,14 @@ def test_mask_types_can_reach_the_target(name, source, stub_data_dir):
     pruning = _load(YAML_DIR / name, stub_data_dir).model.pruning
     specs = masks.build_mask_specs(source, pruning.target.to_shape(source), pruning.mask_types)
     assert specs
+
+
+@pytest.mark.parametrize('name', ['llama2_7b_to_1.3b.yaml', 'llama2_7b_to_2.7b.yaml'])
+def test_llama2_presets_use_dynamic_loading_over_the_paper_domains(name, stub_data_dir):
+    cfg = _load(PRESET_DIR / name, stub_data_dir)
+    domains = cfg.train_loader.dataset.domains
+    assert domains == ['cc', 'github', 'book', 'stackexchange', 'wiki', 'arxiv', 'c4-rp']
+    assert sum(cfg.train_loader.dataset.weights) == pytest.approx(1.0)
+    assert [loader.label for loader in cfg.eval_loaders] == domains
+    assert sorted(cfg.callbacks['dynamic_loading']['ref_losses']) == sorted(domains)
+    assert cfg.eval_interval == f'{cfg.train_loader.dataset.interval_batches}ba'
