@@ -132,3 +132,17 @@ def test_sigkill_resume_replays_the_same_samples_per_rank(mixture_dir, tmp_path)
 def test_bad_mixture_config_is_one_clear_error(mixture_dir, override, message):
     with pytest.raises(ConfigError, match=__import__('re').escape(message)):
         load_run_config(str(MIXTURE_YAML), [f'variables.data_dir={mixture_dir}', override])
+
+
+def test_remote_shards_are_streamed_into_the_local_cache(mixture_dir, tmp_path):
+    """A remote (here a folder standing in for an object store) is read through mosaicml-streaming."""
+    from composer_plugins.data.mixture_loader import DomainMixtureDataset
+
+    common = dict(domains=list(DOMAINS), split='train', weights=[0.4, 0.4, 0.2], samples_per_interval=80, seed=17,
+                  max_seq_len=128)
+    local = DomainMixtureDataset(local=str(mixture_dir), **common)
+    remote = DomainMixtureDataset(local=str(tmp_path / 'cache'), remote=str(mixture_dir), **common)
+    assert remote.domain_sizes.tolist() == local.domain_sizes.tolist() == [600, 600, 40]
+    for key in [(0, 0), (1, 599), (2, 17)]:
+        assert torch.equal(remote[key]['input_ids'], local[key]['input_ids'])
+    assert any((tmp_path / 'cache' / 'small' / 'train').glob('shard.*.mds'))  # downloaded on access
