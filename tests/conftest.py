@@ -63,19 +63,33 @@ MIXTURE_YAML = REPO_ROOT / 'yamls' / 'mixture_tiny.yaml'
 
 @pytest.fixture(scope='session')
 def mixture_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """3 byte-level domains of stdlib source: ``alpha`` (600 rows), ``beta`` (600), ``small`` (40)."""
+    """3 byte-level domains: ``alpha`` / ``beta`` (600 rows of stdlib source each) and ``small``
+    (40 rows of generated arithmetic, ``17 + 5 = 22``: a distribution of its own)."""
+    import random
+
     from composer_plugins.data.mds import pack_documents, write_token_rows
     from composer_plugins.data.python_corpus import stdlib_source_files
     from composer_plugins.models.tokenizers import load_tokenizer
 
     tokenizer = load_tokenizer('byte-level')
     files = stdlib_source_files()
+    rng = random.Random(0)
+
+    def arithmetic(lines: int) -> str:
+        pairs = [(rng.randrange(100), rng.randrange(100)) for _ in range(lines)]
+        return ''.join(f'{a} + {b} = {a + b}\n' for a, b in pairs)
+
+    sources = {
+        'alpha': (p.read_text(encoding='utf-8', errors='replace') for p in files[0::3]),
+        'beta': (p.read_text(encoding='utf-8', errors='replace') for p in files[1::3]),
+        'small': (arithmetic(50) for _ in range(1000)),
+    }
+    rows = {'alpha': 600, 'beta': 600, 'small': 40}
     root = tmp_path_factory.mktemp('mixture')
-    for name, chosen, rows in (('alpha', files[0::3], 600), ('beta', files[1::3], 600), ('small', files[2::3], 40)):
-        documents = (tokenizer(p.read_text(encoding='utf-8', errors='replace'))['input_ids'] for p in chosen)
-        packed = pack_documents(documents, 128, tokenizer.eos_token_id)
+    for name, texts in sources.items():
+        packed = pack_documents((tokenizer(t)['input_ids'] for t in texts), 128, tokenizer.eos_token_id)
         eval_rows = [next(packed) for _ in range(16)]
-        train_rows = [next(packed) for _ in range(rows)]
+        train_rows = [next(packed) for _ in range(rows[name])]
         write_token_rows(root / name / 'eval', eval_rows, len(tokenizer))
         write_token_rows(root / name / 'train', train_rows, len(tokenizer))
     return root

@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     'composer_plugins.cli.demo',
     'composer_plugins.cli.export',
     'composer_plugins.cli.prep',
+    'composer_plugins.cli.ref_loss',
 )
 
 log = logging.getLogger(__name__)

@@ -146,3 +146,34 @@ def test_remote_shards_are_streamed_into_the_local_cache(mixture_dir, tmp_path):
     for key in [(0, 0), (1, 599), (2, 17)]:
         assert torch.equal(remote[key]['input_ids'], local[key]['input_ids'])
     assert any((tmp_path / 'cache' / 'small' / 'train').glob('shard.*.mds'))  # downloaded on access
+
+
+def test_weights_respond_to_the_loss_gap(mixture_dir, tmp_path):
+    """'small' sits far above its reference: doremi raises its weight and closes the gaps faster than constant."""
+    from composer.loggers import InMemoryLogger
+
+    from composer_plugins.train_entry import run
+
+    refs = '{alpha: 9.0, beta: 9.0, small: 0.5}'
+    results = {}
+    for rule in ('doremi', 'constant'):
+        cfg = load_run_config(str(MIXTURE_YAML), [
+            f'variables.data_dir={mixture_dir}', f'variables.run_dir={tmp_path / rule}', 'save_folder=null',
+            f'callbacks.dynamic_loading.rule={rule}', f'callbacks.dynamic_loading.ref_losses={refs}',
+            'max_duration=60ba', 'loggers={inmemory: {}}', 'python_log_level=warning',
+        ])
+        trainer = run(cfg)
+        data = next(d for d in trainer.logger.destinations if isinstance(d, InMemoryLogger)).data
+        results[rule] = data
+    doremi, constant = results['doremi'], results['constant']
+    small_weights = [value for _, value in doremi['data/weight/small']]
+    assert small_weights[-1] > 0.5 > 0.2  # started at 0.2
+    assert all(b >= a for a, b in zip(small_weights, small_weights[1:]))  # only its gap is positive
+    assert [value for _, value in constant['data/weight/small']] == [0.2] * len(small_weights)
+
+    def final_gap(data):
+        reference = {'alpha': 9.0, 'beta': 9.0, 'small': 0.5}
+        return sum(max(data[f'eval/{d}/loss'][-1][1] - ref, 0.0) for d, ref in reference.items())
+
+    assert final_gap(doremi) < final_gap(constant)
+    assert doremi['data/samples/small'][-1][1] > constant['data/samples/small'][-1][1]
