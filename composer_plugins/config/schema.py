@@ -84,17 +84,22 @@ class TextDatasetConfig:
                 )
 
 
-@dataclass
-class TextLoaderConfig:
-    """``train_loader`` / ``eval_loader`` with llm-foundry's ``text`` dataloader."""
-    name: Literal['text']
-    dataset: TextDatasetConfig
+@dataclass(kw_only=True)
+class DataLoaderOptions:
+    """The torch ``DataLoader`` keys every loader accepts."""
     drop_last: bool = True
     num_workers: int = 0
     pin_memory: bool = False
     prefetch_factor: Optional[int] = field(default=None, metadata={'keep_none': True})  # torch needs None with 0 workers
     persistent_workers: bool = False
     timeout: int = 0
+
+
+@dataclass(kw_only=True)
+class TextLoaderConfig(DataLoaderOptions):
+    """``train_loader`` / ``eval_loader`` with llm-foundry's ``text`` dataloader."""
+    name: Literal['text']
+    dataset: TextDatasetConfig
     label: Optional[str] = None
 
 
@@ -135,17 +140,11 @@ class MixtureDatasetConfig:
                     raise ConfigError(f'{path}.domains: domain {domain!r} has no MDS index at {index!r}')
 
 
-@dataclass
-class MixtureLoaderConfig:
+@dataclass(kw_only=True)
+class MixtureLoaderConfig(DataLoaderOptions):
     """``train_loader`` with this package's ``domain_mixture`` loader (dynamic batch loading)."""
     name: Literal['domain_mixture']
     dataset: MixtureDatasetConfig
-    drop_last: bool = True
-    num_workers: int = 0
-    pin_memory: bool = False
-    prefetch_factor: Optional[int] = field(default=None, metadata={'keep_none': True})
-    persistent_workers: bool = False
-    timeout: int = 0
 
 
 LoaderConfig = Union[TextLoaderConfig, MixtureLoaderConfig]

@@ -33,6 +33,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_utils import no_init_weights
 
 from composer_plugins.errors import ShearError
+from composer_plugins.models.mask_scales import attention_layer_mask, ffn_scales, head_scales, mlp_layer_mask
 from composer_plugins.output_dirs import check_out_dir, staged_output
 from composer_plugins.models.adapters import adapter_for
 from composer_plugins.pruning.shapes import ModelShape
@@ -163,8 +164,8 @@ def kept_structure(masks: Mapping[str, torch.Tensor], source: ModelShape, target
         raise ShearError('cannot export: ' + '; '.join(problems))
 
     # Layers.
-    attn_layer = masks.get('layer', masks.get('head_layer'))
-    mlp_layer = masks.get('layer', masks.get('mlp'))
+    attn_layer = attention_layer_mask(masks)
+    mlp_layer = mlp_layer_mask(masks)
     if attn_layer is None:
         layers = list(range(n_layers))
     else:
@@ -188,19 +189,11 @@ def kept_structure(masks: Mapping[str, torch.Tensor], source: ModelShape, target
     else:
         hidden = list(range(source.hidden_size))
 
-    # Per-head and per-channel scales, as MaskApplier.set_masks builds them.
-    head = torch.ones(n_layers, n_groups, q_per_kv)
-    if 'kv_group' in masks:
-        head = head * masks['kv_group'][:, :, None]
-    if 'head' in masks:
-        head = head * masks['head']
-    if attn_layer is not None:
-        head = head * attn_layer[:, None, None]
-    ffn = torch.ones(n_layers, source.intermediate_size)
-    if 'intermediate' in masks:
-        ffn = ffn * masks['intermediate']
-    if mlp_layer is not None:
-        ffn = ffn * mlp_layer[:, None]
+    # Per-head and per-channel scales, exactly those the mask hooks apply.
+    head = head_scales(masks, source)
+    head = torch.ones(n_layers, n_groups, q_per_kv) if head is None else head
+    ffn = ffn_scales(masks, source)
+    ffn = torch.ones(n_layers, source.intermediate_size) if ffn is None else ffn
 
     groups = (_kept_in_rows(masks['kv_group'], target.num_key_value_heads, 'kv_group') if 'kv_group' in masks
               else torch.arange(n_groups).expand(n_layers, n_groups))

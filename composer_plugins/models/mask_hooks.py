@@ -23,6 +23,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from composer_plugins.models.adapters import ArchitectureAdapter
+from composer_plugins.models.mask_scales import ffn_scales, head_scales
 from composer_plugins.models.masked_norm import MaskedRMSNorm
 from composer_plugins.pruning.shapes import ModelShape
 
@@ -45,27 +46,11 @@ class MaskApplier:
             self.head_scale = self.ffn_scale = self.hidden = self.kept_hidden = None
             return
         s = self.shape
-        attn_layer = masks.get('layer', masks.get('head_layer'))
-        mlp_layer = masks.get('layer', masks.get('mlp'))
-        head = None
-        if 'kv_group' in masks or 'head' in masks or attn_layer is not None:
-            head = torch.ones(s.num_layers, s.num_key_value_heads, s.q_per_kv, device=_device(masks))
-            if 'kv_group' in masks:
-                head = head * masks['kv_group'][:, :, None]
-            if 'head' in masks:
-                head = head * masks['head']
-            if attn_layer is not None:
-                head = head * attn_layer[:, None, None]
-            head = head.reshape(s.num_layers, -1).repeat_interleave(s.head_dim, dim=1)
-        self.head_scale = head
-        ffn = None
-        if 'intermediate' in masks or mlp_layer is not None:
-            ffn = torch.ones(s.num_layers, s.intermediate_size, device=_device(masks))
-            if 'intermediate' in masks:
-                ffn = ffn * masks['intermediate']
-            if mlp_layer is not None:
-                ffn = ffn * mlp_layer[:, None]
-        self.ffn_scale = ffn
+        head = head_scales(masks, s)
+        self.head_scale = None if head is None else head.reshape(s.num_layers, -1).repeat_interleave(
+            s.head_dim, dim=1,
+        )
+        self.ffn_scale = ffn_scales(masks, s)
         self.hidden = masks.get('hidden')
         self.kept_hidden = None if self.hidden is None else (self.hidden > 0).sum()
 
@@ -101,6 +86,3 @@ class MaskApplier:
             return (x * scale[layer_index].to(x.dtype), *args[1:])
         return hook
 
-
-def _device(masks: Mapping[str, torch.Tensor]) -> torch.device:
-    return next(iter(masks.values())).device
