@@ -23,6 +23,7 @@ def register_all() -> None:
     from composer_plugins.callbacks.pruning_monitor import PruningMonitor
     from composer_plugins.callbacks.sample_log import SampleLog
     from composer_plugins.data.mixture_loader import build_domain_mixture_dataloader
+    from composer_plugins.loggers.jsonl_metrics import JsonlMetricsLogger
 
     from composer_plugins.models.tokenizers import NAMED_TOKENIZERS
     from composer_plugins.models.causal_lm import ShearCausalLM
@@ -31,6 +32,7 @@ def register_all() -> None:
     registry.callbacks.register('pruning_monitor', func=PruningMonitor)
     registry.callbacks.register('dynamic_loading', func=DynamicLoading)
     registry.callbacks.register('sample_log', func=SampleLog)
+    registry.loggers.register('jsonl', func=JsonlMetricsLogger)
     registry.dataloaders.register('domain_mixture', func=build_domain_mixture_dataloader)
     if 'adamw' not in registry.optimizers:
         registry.optimizers.register('adamw', func=torch.optim.AdamW)  # supports per-group maximize

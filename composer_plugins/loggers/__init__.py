@@ -1,0 +1,1 @@
+"""Composer logger destinations of this package."""
