@@ -14,13 +14,15 @@ Metric keys:
 from __future__ import annotations
 
 import logging
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 from composer.core import Callback, State
 from composer.loggers import Logger
+from composer.utils import dist
 
 from composer_plugins.data.mixture_loader import DomainMixtureDataset
+from composer_plugins.data.domain_weights import write_domain_weights
 from composer_plugins.data.weight_rules import RULES
 from composer_plugins.errors import ShearError
 
@@ -37,11 +39,14 @@ class DynamicLoading(Callback):
         ref_losses: reference loss per domain, as a mapping or a list in domain order.
         clamp_gap: clamp the loss gap at 0 (paper); False matches the original code.
         smoothing: weight of the uniform distribution mixed into the new weights.
+        weights_file: if set, rank 0 writes the latest weights there after every update
+            (``{"batch": b, "domains": {...}}``), which a later stage reads with
+            ``train_loader.dataset.weights_from``.
     """
 
     def __init__(
         self, rule: str = 'doremi', ref_losses: Union[dict[str, float], list[float], None] = None,
-        clamp_gap: bool = True, smoothing: float = 0.0,
+        clamp_gap: bool = True, smoothing: float = 0.0, weights_file: Optional[str] = None,
     ) -> None:
         if rule not in RULES:
             raise ShearError(f'callbacks.dynamic_loading.rule: got {rule!r}; expected one of {sorted(RULES)}')
@@ -53,6 +58,7 @@ class DynamicLoading(Callback):
         self.ref_losses_cfg = ref_losses
         self.clamp_gap = clamp_gap
         self.smoothing = smoothing
+        self.weights_file = weights_file
         self.history: list[dict[str, Any]] = []
 
     def _dataset(self, state: State) -> DomainMixtureDataset:
@@ -108,6 +114,8 @@ class DynamicLoading(Callback):
             metrics[f'eval/{domain}/loss'] = float(loss)
             metrics[f'data/weight/{domain}'] = float(weight)
         logger.log_metrics(metrics)
+        if self.weights_file is not None and dist.get_global_rank() == 0:
+            write_domain_weights(self.weights_file, step, dict(zip(dataset.domains, new.tolist())))
         log.info('Batch %d: domain weights %s', step, dict(zip(dataset.domains, np.round(new, 4).tolist())))
 
     @staticmethod

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
+from composer_plugins.data.domain_weights import read_domain_weights
 from composer_plugins.errors import ConfigError
 from composer_plugins.pruning.config import PruningConfig
 
@@ -109,7 +110,8 @@ class MixtureDatasetConfig:
 
     ``<local>/<domain>/<split>`` holds each domain's MDS shards. One update interval is
     ``interval_batches`` global batches (one Composer epoch); ``weights`` are the initial
-    domain weights (uniform when omitted).
+    domain weights (uniform when omitted), or ``weights_from`` names the domain-weights file
+    an earlier stage wrote (``callbacks.dynamic_loading.weights_file``).
     """
     local: str
     domains: list[str]
@@ -118,9 +120,14 @@ class MixtureDatasetConfig:
     split: str = 'train'
     remote: Optional[str] = None
     weights: Optional[list[float]] = None
+    weights_from: Optional[str] = None
     seed: int = 17
 
     def validate(self, path: str) -> None:
+        if self.weights_from is not None:
+            if self.weights is not None:
+                raise ConfigError(f'{path}.weights_from: set weights or weights_from, not both')
+            self.weights = read_domain_weights(self.weights_from, self.domains, f'{path}.weights_from')
         if not self.domains or len(set(self.domains)) != len(self.domains):
             raise ConfigError(f'{path}.domains: got {self.domains}; expected distinct domain names')
         if self.interval_batches <= 0:

@@ -37,6 +37,7 @@ def stub_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for split in ('train', 'eval'):
             (root / domain / split).mkdir(parents=True)
             (root / domain / split / 'index.json').write_text('{"version": 2, "shards": []}')
+    (root / 'domain_weights.json').write_text('{"batch": 10, "domains": {"alpha": 0.5, "beta": 0.3, "small": 0.2}}')
     return root
 
 
@@ -47,6 +48,8 @@ def _load(path: Path, data_dir: Path):
     overrides = [f'variables.data_dir={data_dir}']
     if 'model_dir' in variables:
         overrides.append('variables.model_dir=tiny-llama')
+    if 'prev_run_dir' in variables:
+        overrides.append(f'variables.prev_run_dir={data_dir}')
     return load_run_config(str(path), overrides)
 
 
