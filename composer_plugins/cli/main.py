@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     'composer_plugins.cli.export',
     'composer_plugins.cli.prep',
     'composer_plugins.cli.ref_loss',
+    'composer_plugins.cli.report',
 )
 
 log = logging.getLogger(__name__)

@@ -109,8 +109,7 @@ def plot_mask_heatmap(run: RunData, path: Path) -> Optional[Path]:
     data = np.array([[np.nan if v is None else v for v in row] for row in keep.fractions], dtype=float)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 1.2 + 0.45 * keep.num_layers))
-    cmap = plt.get_cmap('viridis').copy()
-    cmap.set_bad('lightgrey')
+    cmap = plt.get_cmap('viridis').with_extremes(bad='lightgrey')
     image = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=0.0, vmax=1.0, aspect='auto')
     for layer in range(keep.num_layers):
         pruned = layer not in keep.kept_layers
