@@ -69,7 +69,7 @@ class PruningMonitor(Callback):
             metrics[f'l0/lambda2/{name}'] = _scalar(model.pruner.lagrangian.lambda_2[name])
         logger.log_metrics(metrics)
 
-    def eval_end(self, state: State, logger: Logger) -> None:
+    def eval_after_all(self, state: State, logger: Logger) -> None:
         model = self._model(state)
         out = model.last_pruner_output
         if out is None or dist.get_global_rank() != 0:

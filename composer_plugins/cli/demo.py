@@ -1,7 +1,10 @@
 """``shear demo``: the README's first command, the embedded default run.
 
-Today it builds byte-level MDS shards from the installed Python's standard library
-and trains the tiny Llama of ``yamls/tiny.yaml`` on them for a few dozen steps.
+By default: prune SmolLM2-135M to about half its non-embedding parameters on a 3-domain corpus
+assembled from the installation, export it, continue pre-training it, evaluate the source,
+pruned and continued models per domain and write a report
+(:mod:`composer_plugins.demo_pipeline`). ``--tiny`` runs the seconds-long smoke test instead:
+a tiny Llama trained on byte-level Python source (``yamls/tiny.yaml``).
 """
 from __future__ import annotations
 
@@ -17,25 +20,39 @@ REPO_YAMLS = Path(__file__).resolve().parents[2] / 'yamls'
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser('demo', help='run the embedded default job on CPU (a few minutes)')
-    parser.add_argument('--out', default='runs/demo', help='run folder (data, checkpoints); default runs/demo')
-    parser.add_argument('--yaml', default=str(REPO_YAMLS / 'tiny.yaml'), help='run config (default yamls/tiny.yaml)')
-    parser.add_argument('overrides', nargs='*', help='key=value overrides for the run config')
+    parser.add_argument('--out', default='runs/demo', help='run folder; default runs/demo')
+    parser.add_argument('--tiny', action='store_true', help='the smoke test: a tiny Llama, seconds')
+    parser.add_argument('--source', help='an existing SmolLM2-135M HF folder (default: convert one)')
+    parser.add_argument('--prune-batches', type=int, default=30)
+    parser.add_argument('--continue-batches', type=int, default=30)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.tiny:
+        return _run_tiny(Path(args.out))
+    from composer_plugins.demo_pipeline import DemoConfig, run_demo
+
+    start = time.monotonic()
+    report = run_demo(DemoConfig(
+        out=Path(args.out), prune_batches=args.prune_batches, continue_batches=args.continue_batches,
+        source=Path(args.source) if args.source else None,
+    ))
+    log.info('Demo finished in %.0f s; report in %s', time.monotonic() - start, report)
+    return 0
+
+
+def _run_tiny(out: Path) -> int:
     from composer_plugins.data.python_corpus import build_python_corpus_shards
     from composer_plugins.train_entry import main as train_main
 
-    out = Path(args.out).resolve()
+    out = out.resolve()
     start = time.monotonic()
     data_dir = build_python_corpus_shards(out / 'data', seq_len=128, train_rows=2000, eval_rows=200)
-    log.info('Data: %s', data_dir)
     code = train_main([
-        args.yaml, f'variables.data_dir={data_dir}', f'variables.run_dir={out}',
+        str(REPO_YAMLS / 'tiny.yaml'), f'variables.data_dir={data_dir}', f'variables.run_dir={out}',
         'save_overwrite=true',  # a rerun of the demo starts over in the same folder
-        *args.overrides,
     ])
     if code == 0:
-        log.info('Demo finished in %.0f s; checkpoints in %s', time.monotonic() - start, out / 'checkpoints')
+        log.info('Tiny demo finished in %.0f s; checkpoints in %s', time.monotonic() - start, out / 'checkpoints')
     return code

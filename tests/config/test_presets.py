@@ -32,12 +32,15 @@ SMOLLM2_135M = ModelShape(num_layers=30, hidden_size=576, num_attention_heads=9,
 def stub_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``[<domain>/]{train,eval}/index.json``: all that config validation looks at."""
     root = tmp_path_factory.mktemp('stub-mds')
-    domains = ('', 'alpha', 'beta', 'small', 'cc', 'github', 'book', 'stackexchange', 'wiki', 'arxiv', 'c4-rp')
+    domains = ('', 'alpha', 'beta', 'small', 'code', 'docs', 'licenses', 'cc', 'github', 'book', 'stackexchange', 'wiki', 'arxiv', 'c4-rp')
     for domain in domains:
         for split in ('train', 'eval'):
             (root / domain / split).mkdir(parents=True)
             (root / domain / split / 'index.json').write_text('{"version": 2, "shards": []}')
     (root / 'domain_weights.json').write_text('{"batch": 10, "domains": {"alpha": 0.5, "beta": 0.3, "small": 0.2}}')
+    (root / 'embedded').mkdir()
+    (root / 'embedded' / 'domain_weights.json').write_text(
+        '{"batch": 30, "domains": {"code": 0.5, "docs": 0.3, "licenses": 0.2}}')
     return root
 
 
@@ -50,6 +53,8 @@ def _load(path: Path, data_dir: Path):
         overrides.append('variables.model_dir=tiny-llama')
     if 'prev_run_dir' in variables:
         overrides.append(f'variables.prev_run_dir={data_dir}')
+    if 'prune_run_dir' in variables:
+        overrides.append(f'variables.prune_run_dir={data_dir / "embedded"}')
     return load_run_config(str(path), overrides)
 
 
