@@ -31,7 +31,7 @@ def test_offline_wandb_run_and_metrics_file_hold_our_keys(mixture_dir, tmp_path)
         f'variables.data_dir={mixture_dir}', f'variables.run_dir={tmp_path}', 'save_folder=null', 'max_duration=20ba',
         'model.source=tiny-llama-gqa', PRUNING, 'optimizer.name=adamw',
         f'callbacks.pruning_monitor={{masks_dir: {tmp_path / "masks"}}}',
-        'loggers.wandb.init_kwargs.mode=offline',  # the one override that switches W&B on
+        'loggers.wandb.enabled=true',  # the one override that switches W&B on
         yaml=MIXTURE_YAML, WANDB_MODE='offline',
     )
     expected = {'l0/expected_sparsity/hidden', 'l0/target_sparsity/layer', 'l0/lambda1/kv_group',
