@@ -64,6 +64,8 @@ class DomainMixtureDataset(Dataset):
         self.counters = np.zeros(len(self.domains), dtype=np.int64)
         self.skip = 0
         self.started = False
+        self._plan_key: Optional[tuple] = None
+        self._plan: Optional[IntervalPlan] = None
 
     def __len__(self) -> int:
         return self.samples_per_interval
@@ -100,10 +102,19 @@ class DomainMixtureDataset(Dataset):
         return plan
 
     def current_plan(self) -> IntervalPlan:
-        return plan_interval(
-            self.seed, self.interval, self.interval_weights, self.counters, self.domain_sizes,
-            self.samples_per_interval,
-        )
+        """The plan of the current interval, computed once per (interval, weights, counters).
+
+        Callbacks ask for it every batch; the domain permutations it draws cost
+        O(domain size), so it is cached rather than recomputed.
+        """
+        key = (self.interval, tuple(self.interval_weights.tolist()), tuple(self.counters.tolist()))
+        if self._plan_key != key:
+            self._plan = plan_interval(
+                self.seed, self.interval, self.interval_weights, self.counters, self.domain_sizes,
+                self.samples_per_interval,
+            )
+            self._plan_key = key
+        return self._plan
 
     def consumed_per_domain(self, samples_in_interval: int) -> np.ndarray:
         """Samples drawn from each domain so far, given how far the current interval got."""

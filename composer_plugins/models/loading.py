@@ -9,11 +9,11 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from composer_plugins.errors import ShearError
+from composer_plugins.models.adapters import ADAPTERS
 from composer_plugins.models.tiny import tiny_config
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_MODEL_TYPES = ('llama', 'mistral', 'qwen2')
 
 
 def load_causal_lm(
@@ -42,10 +42,10 @@ def load_causal_lm(
             config = AutoConfig.from_pretrained(os.path.expanduser(source))
         except (OSError, ValueError) as err:
             raise ShearError(f'model.source {source!r}: cannot load a config ({err})') from err
-    if config.model_type not in SUPPORTED_MODEL_TYPES:
+    if config.model_type not in ADAPTERS:
         raise ShearError(
             f'model.source {source!r}: architecture {config.model_type!r} is not supported; '
-            f'expected one of {", ".join(SUPPORTED_MODEL_TYPES)}',
+            f'expected one of {", ".join(sorted(ADAPTERS))}',
         )
     for key, value in overrides.items():
         if not hasattr(config, key):
