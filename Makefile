@@ -17,7 +17,7 @@ install: $(STAMP)
 $(STAMP): setup.py $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --progress-bar off -c $(CONSTRAINTS) -e '.[test]'
+	$(BIN)/python -m pip install --progress-bar off -c $(CONSTRAINTS) -e '.[test,eval]'
 	@rm -f $(VENV)/.shear-installed-*
 	@touch $@
 

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     'composer_plugins.cli.prep',
     'composer_plugins.cli.ref_loss',
     'composer_plugins.cli.report',
+    'composer_plugins.cli.eval',
 )
 
 log = logging.getLogger(__name__)
