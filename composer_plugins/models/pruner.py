@@ -30,6 +30,13 @@ class PrunerOutput:
     expected_params: torch.Tensor
 
 
+# FSDP2 finds the tensors a module's forward returns through pytree, to hook its backward
+# (the reduce-scatter of the gradients). An unregistered dataclass is one opaque leaf: the
+# gradients of log_alpha and the multipliers then never reach the sharded parameters, and
+# the masks do not learn. Registering it makes its tensors visible.
+torch.export.register_dataclass(PrunerOutput)
+
+
 class Pruner(nn.Module):
     """L0 masks (Louizos et al. 2018) with the Lagrangian constraint of paper eq. 2.
 

@@ -7,6 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from composer_plugins.cli.main import main as shear_main
+from composer_plugins.loggers.jsonl_metrics import read_metrics
 from conftest import PRUNE_TINY_YAML, run_train
 
 
@@ -21,6 +22,11 @@ def test_fsdp2_pruning_run_exports_from_sharded_checkpoint(corpus_dir, tmp_path)
     sharded = save_folder / 'ep0-ba6'
     assert (sharded / '.metadata').exists()
     assert (tmp_path / 'masks' / 'step6.pt').exists()
+    # The masks and multipliers learn under FSDP2 (their gradients reach the sharded parameters).
+    records = read_metrics(tmp_path / 'metrics.jsonl')
+    lambdas = [r['l0/lambda1/hidden'] for r in records if 'l0/lambda1/hidden' in r]
+    sparsity = [r['l0/expected_sparsity/hidden'] for r in records if 'l0/expected_sparsity/hidden' in r]
+    assert len(lambdas) >= 2 and len(set(lambdas)) > 1 and len(set(sparsity)) > 1
 
     out = tmp_path / 'exported'
     assert shear_main(['export', str(sharded), '--out', str(out)]) == 0
