@@ -1,0 +1,1 @@
+"""One-shot structured pruning from activation importance (``shear prune-oneshot``)."""
