@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Train on several nodes with torchrun (static rendezvous). Run it once on every node, with
+# the same settings except NODE_RANK:
+#   NODE_RANK=NODE_RANK torchrun --nnodes NNODES --node_rank NODE_RANK --nproc_per_node NPROC \
+#       --master_addr MASTER_ADDR --master_port MASTER_PORT train.py YAML [key=value ...]
+# torchrun sets RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE for each process but
+# not NODE_RANK, which composer reads; so it is exported here.
+#
+# usage: launch/multi_node_torchrun.sh [--dry-run] YAML [key=value ...]
+#   --dry-run   print the command (one shell-quoted line) instead of running it
+#   --help      this text
+#
+# Environment (defaults in brackets):
+#   NNODES                  number of nodes (required)
+#   NODE_RANK               this node's rank, 0 .. NNODES-1 (required)
+#   MASTER_ADDR             host name or address of node 0 (required)
+#   MASTER_PORT             free TCP port on node 0 [29500]
+#   NPROC                   processes per node, the same on every node [one per GPU:
+#                           CUDA_VISIBLE_DEVICES, else `nvidia-smi -L`; 1 without GPUs]
+#   FSDP_VERSION            composer's FSDP implementation [2]
+#   OMP_NUM_THREADS         CPU threads per process [cores / NPROC]
+#   TOKENIZERS_PARALLELISM  [false]
+#   TORCHRUN_BIN            [torchrun on PATH, else .venv/bin/torchrun]
+#   DRY_RUN=1               same as --dry-run
+#
+# example (2 nodes of 8 GPUs; on the second node NODE_RANK=1):
+#   NNODES=2 NODE_RANK=0 MASTER_ADDR=node0 launch/multi_node_torchrun.sh yamls/prune.yaml
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+parse_args "$@"
+require_yaml_file
+require_multi_node_settings
+set_runtime_defaults
+export NODE_RANK
+RUN_ENV+=(NODE_RANK)
+find_bin TORCHRUN_BIN torchrun
+
+run_command "$TORCHRUN_BIN" \
+    --nnodes "$NNODES" --node_rank "$NODE_RANK" --nproc_per_node "$NPROC" \
+    --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \
+    "$TRAIN_PY" "${TRAIN_ARGS[@]}"
