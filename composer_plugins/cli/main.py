@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     'composer_plugins.cli.smollm2',
     'composer_plugins.cli.demo',
     'composer_plugins.cli.export',
+    'composer_plugins.cli.prune_oneshot',
     'composer_plugins.cli.prep',
     'composer_plugins.cli.ref_loss',
     'composer_plugins.cli.report',
