@@ -181,6 +181,88 @@ class SchedulerConfig:
     t_max: Optional[TimeStr] = None
 
 
+DtypeName = Literal['fp32', 'float32', 'bf16', 'bfloat16', 'fp16', 'float16']
+LOW_PRECISION_DTYPES = ('bf16', 'bfloat16', 'fp16', 'float16')
+
+
+@dataclass
+class MixedPrecisionDtypes:
+    """``fsdp_config.mixed_precision`` as explicit dtypes (a null dtype means the parameter's own, fp32).
+
+    ``param_dtype``: what FSDP2 all-gathers and computes with; ``reduce_dtype``: what gradients
+    are reduce-scattered in. (FSDP2 leaves buffers alone, so there is no ``buffer_dtype``.)
+    """
+    param_dtype: Optional[DtypeName] = None
+    reduce_dtype: Optional[DtypeName] = None
+
+
+@dataclass
+class FsdpConfig:
+    """``fsdp_config:``: Composer's FSDP2 settings (``composer.utils.parallelism.FSDP2Config``).
+
+    FSDP2 is selected by the environment, ``FSDP_VERSION=2`` (the ``launch/`` scripts export it).
+    It always shards every parameter over all ranks (one data-parallel mesh); each decoder
+    layer and the pruner are FSDP units (``ShearCausalLM.fsdp_wrap_fn``). Composer ignores any
+    other key with only a warning: FSDP1 keys such as ``sharding_strategy``, ``cpu_offload``,
+    ``sync_module_states`` (set automatically), ``activation_checkpointing_reentrant``,
+    ``limit_all_gathers`` or ``use_orig_params`` do nothing under FSDP2, and neither would a
+    misspelled key, so here both are errors naming the key.
+
+    Attributes:
+        state_dict_type: ``sharded``: each checkpoint is a ``torch.distributed.checkpoint``
+            folder ``ep{epoch}-ba{batch}`` that every rank writes its shard into and that is
+            resharded on load, so a run resumes on another number of ranks. ``full``: one
+            ``.pt`` file gathered on rank 0. Written out (FSDP2's own default is ``sharded``)
+            because llm-foundry reads this key, missing meaning ``full``, to name the
+            ``latest-sharded-rank{rank}`` pointer that autoresume follows.
+        mixed_precision: ``FULL`` (parameters and gradient reduction in fp32; ``precision:
+            amp_bf16`` still runs the matmuls in bf16 under autocast), ``DEFAULT`` (parameters
+            cast to the ``precision`` dtype, gradients reduced in fp32), ``PURE`` (both in the
+            ``precision`` dtype), or explicit dtypes. Null means Composer's ``DEFAULT``.
+        reshard_after_forward: ``true`` frees each unit's gathered parameters after its forward
+            and gathers them again for backward (full sharding, ZeRO-3); ``false`` keeps them
+            until backward (like FSDP1's ``SHARD_GRAD_OP``); an int reshards to that many ranks.
+        activation_checkpointing: recompute each decoder layer's activations in backward
+            (``ShearCausalLM.activation_checkpointing_fn`` picks the layers).
+        activation_cpu_offload: keep those layers' saved activations in CPU memory.
+        load_monolith_rank0_only: read a ``full`` (monolithic) ``load_path`` on rank 0 only and
+            broadcast it; needs ``state_dict_type: full``.
+        verbose: log the sharded model and these settings at start-up.
+    """
+    state_dict_type: Literal['sharded', 'full'] = 'sharded'
+    mixed_precision: Optional[Union[Literal['DEFAULT', 'PURE', 'FULL'], MixedPrecisionDtypes]] = None
+    reshard_after_forward: Optional[Union[bool, int]] = None
+    activation_checkpointing: Optional[bool] = None
+    activation_cpu_offload: Optional[bool] = None
+    load_monolith_rank0_only: Optional[bool] = None
+    verbose: Optional[bool] = None
+
+    def validate(self, path: str) -> None:
+        if isinstance(self.reshard_after_forward, int) and not isinstance(self.reshard_after_forward, bool):
+            if self.reshard_after_forward < 1:
+                raise ConfigError(f'{path}.reshard_after_forward: got {self.reshard_after_forward}; '
+                                  'expected true, false or a positive number of ranks')
+        if self.load_monolith_rank0_only and self.state_dict_type != 'full':
+            raise ConfigError(f'{path}.load_monolith_rank0_only: needs state_dict_type: full '
+                              f'(got {self.state_dict_type!r})')
+
+    def describe_mixed_precision(self) -> str:
+        """``mixed_precision`` as written in YAML, for messages."""
+        mixed = self.mixed_precision
+        if mixed is None:
+            return "null (Composer's 'DEFAULT')"
+        if isinstance(mixed, MixedPrecisionDtypes):
+            return f'{{param_dtype: {mixed.param_dtype}, reduce_dtype: {mixed.reduce_dtype}}}'
+        return repr(mixed)
+
+    def low_precision_params(self, precision: str) -> bool:
+        """Whether FSDP2 casts parameters below fp32 in forward and backward under ``precision``."""
+        mixed = self.mixed_precision
+        if isinstance(mixed, MixedPrecisionDtypes):
+            return mixed.param_dtype in LOW_PRECISION_DTYPES
+        return precision != 'fp32' and mixed != 'FULL'  # DEFAULT, PURE and null cast to `precision`
+
+
 @dataclass
 class RunConfig:
     """A whole run: llm-foundry's train keys that this recipe supports."""
@@ -203,7 +285,7 @@ class RunConfig:
     precision: Literal['fp32', 'amp_bf16', 'amp_fp16'] = 'fp32'
     run_name: Optional[str] = None
     variables: Optional[dict[str, Any]] = None
-    fsdp_config: Optional[dict[str, Any]] = None
+    fsdp_config: Optional[FsdpConfig] = None
     callbacks: Optional[dict[str, Optional[dict[str, Any]]]] = None
     loggers: Optional[dict[str, Optional[dict[str, Any]]]] = None
     algorithms: Optional[dict[str, Optional[dict[str, Any]]]] = None
@@ -241,6 +323,14 @@ class RunConfig:
                 raise ConfigError(
                     'callbacks.pruning_monitor: required with model.pruning (it feeds the step to the '
                     'Lagrangian warm-up, clamps the gates and logs l0/* metrics)',
+                )
+            if self.fsdp_config is not None and self.fsdp_config.low_precision_params(self.precision):
+                raise ConfigError(
+                    f'fsdp_config.mixed_precision: got {self.fsdp_config.describe_mixed_precision()} with '
+                    f'precision {self.precision} and model.pruning: FSDP2 would cast the pruner too (one policy '
+                    'for every unit), so the gates, their noise and the Lagrangian would run in low precision and '
+                    "the masks written at evaluation could differ from the exported ones. Use 'FULL': parameters "
+                    'stay fp32, and precision amp_bf16 / amp_fp16 still runs the matmuls in half precision',
                 )
         if isinstance(self.train_loader, MixtureLoaderConfig):
             interval = f'{self.train_loader.dataset.interval_batches}ba'

@@ -79,3 +79,82 @@ def test_bad_config_fails_fast_with_one_message(corpus_dir):
     assert "optimizer.lrr: unknown key. Did you mean 'lr'?" in error_lines[0]
     assert 'Traceback' not in proc.stderr
     assert elapsed < 10, f'took {elapsed:.1f}s'
+
+
+# --- fsdp_config: the FSDP2 keys only ------------------------------------------------
+
+PRUNE_TINY_YAML = REPO_ROOT / 'yamls' / 'prune_tiny.yaml'
+
+
+@pytest.mark.parametrize(('override', 'expected'), [
+    ('fsdp_config.activation_checkpointng=true',
+     "fsdp_config.activation_checkpointng: unknown key. Did you mean 'activation_checkpointing'?"),
+    # FSDP1 keys: composer's FSDP2 would drop them with a warning, doing something else than asked
+    ('fsdp_config.sharding_strategy=SHARD_GRAD_OP', 'fsdp_config.sharding_strategy: unknown key.'),
+    ('fsdp_config.activation_checkpointing_reentrant=false',
+     'fsdp_config.activation_checkpointing_reentrant: unknown key.'),
+    ('fsdp_config.mixed_precision=BF16', "fsdp_config.mixed_precision: got 'BF16'; expected one of 'DEFAULT'"),
+    ('fsdp_config.state_dict_type=local',
+     "fsdp_config.state_dict_type: got 'local'; expected one of 'sharded', 'full'"),
+    ('fsdp_config.reshard_after_forward=0', 'fsdp_config.reshard_after_forward: got 0; expected true, false'),
+    ('fsdp_config.load_monolith_rank0_only=true', 'fsdp_config.load_monolith_rank0_only: needs state_dict_type: full'),
+])
+def test_fsdp_config_errors_name_the_key(corpus_dir, override, expected):
+    with pytest.raises(ConfigError) as info:
+        _load(corpus_dir, override)
+    assert str(info.value).startswith(expected)
+
+
+def test_fsdp_config_typo_fails_fast_through_train_py(corpus_dir):
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / 'train.py'), str(TINY_YAML), f'variables.data_dir={corpus_dir}',
+         'fsdp_config={state_dict_type: sharded, activation_checkpointng: true}'],
+        cwd=REPO_ROOT, env=subprocess_env(FSDP_VERSION='2'), capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    error_lines = [line for line in proc.stderr.splitlines() if 'ERROR' in line]
+    assert len(error_lines) == 1, proc.stderr
+    expected = "fsdp_config.activation_checkpointng: unknown key. Did you mean 'activation_checkpointing'?"
+    assert expected in error_lines[0]
+
+
+def test_fsdp_config_reaches_llm_foundry_as_fsdp2_keys(corpus_dir):
+    from composer_plugins.config.foundry import to_foundry_config
+    cfg = _load(corpus_dir, 'fsdp_config={mixed_precision: {param_dtype: bf16, reduce_dtype: fp32}, '
+                            'activation_checkpointing: true}')
+    # state_dict_type is written out: llm-foundry reads a missing one as 'full' when naming the
+    # latest-checkpoint pointer, while FSDP2 saves sharded by default
+    assert to_foundry_config(cfg)['fsdp_config'] == {
+        'state_dict_type': 'sharded', 'activation_checkpointing': True,
+        'mixed_precision': {'param_dtype': 'bf16', 'reduce_dtype': 'fp32'}}
+
+
+def test_fsdp_config_schema_only_has_keys_composer_fsdp2_sets():
+    import dataclasses
+
+    from composer.utils.parallelism import FSDP2Config
+
+    from composer_plugins.config.schema import FsdpConfig
+    assert {f.name for f in dataclasses.fields(FsdpConfig)} == FSDP2Config.settable_attrs() - {'device_mesh'}
+
+
+@pytest.mark.parametrize(('overrides', 'error'), [
+    (['precision=amp_bf16', 'fsdp_config={mixed_precision: DEFAULT}'], True),
+    (['precision=amp_bf16', 'fsdp_config={mixed_precision: PURE}'], True),
+    (['precision=amp_bf16', 'fsdp_config={state_dict_type: sharded}'], True),  # null is Composer's DEFAULT
+    (['fsdp_config={mixed_precision: {param_dtype: bf16}}'], True),
+    (['precision=amp_bf16', 'fsdp_config={mixed_precision: FULL}'], False),
+    (['precision=amp_bf16', 'fsdp_config={mixed_precision: {reduce_dtype: bf16}}'], False),
+    (['fsdp_config={mixed_precision: DEFAULT}'], False),  # fp32 precision: DEFAULT keeps fp32 parameters
+    (['precision=amp_bf16'], False),                        # DDP: parameters stay fp32 under autocast
+])
+def test_pruning_rejects_fsdp2_low_precision_parameters(corpus_dir, overrides, error):
+    """FSDP2 applies one mixed-precision policy to every unit, the pruner included: bf16 gates
+    and multipliers would make the masks written at evaluation differ from the exported ones."""
+    args = [f'variables.data_dir={corpus_dir}', *overrides]
+    if error:
+        with pytest.raises(ConfigError, match="^fsdp_config.mixed_precision: got .* Use 'FULL'"):
+            load_run_config(str(PRUNE_TINY_YAML), args)
+    else:
+        load_run_config(str(PRUNE_TINY_YAML), args)
+    load_run_config(str(TINY_YAML), args)  # without model.pruning every setting is fine

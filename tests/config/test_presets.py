@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from composer_plugins.config.foundry import to_foundry_config
 from composer_plugins.config.load import load_run_config
+from composer_plugins.config.schema import FsdpConfig
 from composer_plugins.pruning.shapes import (
     ModelShape,
     count_non_embedding_params,
@@ -18,7 +20,8 @@ from conftest import REPO_ROOT
 
 YAML_DIR = REPO_ROOT / 'yamls'
 PRESET_DIR = YAML_DIR / 'presets'
-ALL_YAMLS = sorted(YAML_DIR.glob('*.yaml')) + sorted(PRESET_DIR.glob('*.yaml'))
+PRESETS = sorted(PRESET_DIR.glob('*.yaml'))
+ALL_YAMLS = sorted(YAML_DIR.glob('*.yaml')) + PRESETS
 
 LLAMA2_7B = ModelShape(num_layers=32, hidden_size=4096, num_attention_heads=32, num_key_value_heads=32,
                        head_dim=128, intermediate_size=11008, vocab_size=32000, tie_word_embeddings=False)
@@ -113,8 +116,6 @@ def test_llama2_preset_target_size(name, millions, stub_data_dir):
     assert cfg.optimizer.lag_lr == pytest.approx(1.0)
     assert cfg.precision == 'amp_bf16'
     assert cfg.autoresume and cfg.run_name
-    assert cfg.fsdp_config == {'state_dict_type': 'sharded', 'mixed_precision': 'PURE',
-                               'activation_checkpointing': True}
 
 
 def test_llama31_preset_matches_its_comment(stub_data_dir):
@@ -167,3 +168,48 @@ def test_llama2_presets_use_dynamic_loading_over_the_paper_domains(name, stub_da
     assert [loader.label for loader in cfg.eval_loaders] == domains
     assert sorted(cfg.callbacks['dynamic_loading']['ref_losses']) == sorted(domains)
     assert cfg.eval_interval == f'{cfg.train_loader.dataset.interval_batches}ba'
+
+
+# What every preset's fsdp_config must say (see the comments in the presets).
+PRESET_FSDP = FsdpConfig(
+    state_dict_type='sharded',         # DCP folders, resharded on load: resume on another GPU count
+    mixed_precision='FULL',            # the pruner stays fp32; bf16 compute comes from amp_bf16
+    reshard_after_forward=True,        # full sharding
+    activation_checkpointing=True,
+    activation_cpu_offload=False,
+)
+
+
+@pytest.mark.parametrize('path', PRESETS, ids=_ids(PRESETS))
+def test_preset_is_an_fsdp2_run_that_can_resume_elsewhere(path, stub_data_dir):
+    cfg = _load(path, stub_data_dir)
+    assert cfg.fsdp_config == PRESET_FSDP
+    assert cfg.precision == 'amp_bf16'
+    assert cfg.autoresume and cfg.run_name and cfg.save_folder and cfg.save_interval
+    for gpus in (1, 2, 4, 8, 16, 32):  # the GPU counts the header comment promises
+        assert cfg.global_train_batch_size % gpus == 0
+    text = path.read_text()
+    name = f'yamls/presets/{path.name}'
+    assert f'FSDP_VERSION=2 composer -n 8 train.py {name}' in text
+    assert f'launch/single_node.sh {name}' in text and f'launch/multi_node_composer.sh {name}' in text
+
+
+@pytest.mark.parametrize('path', PRESETS, ids=_ids(PRESETS))
+def test_composer_takes_every_preset_fsdp_key_as_fsdp2(path, stub_data_dir):
+    """What the trainer does with ``FSDP_VERSION=2``: ``FSDP2Config.from_compatible_attrs``, which
+    drops (with a warning) any key FSDP2 does not know; none may be dropped."""
+    import warnings
+
+    from composer.core.precision import Precision
+    from composer.distributed.fsdp2 import create_mixed_precision_policy
+    from composer.utils.parallelism import FSDP2Config
+
+    fsdp = to_foundry_config(_load(path, stub_data_dir))['fsdp_config']
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        fsdp2 = FSDP2Config.from_compatible_attrs(fsdp)
+    assert not [w for w in caught if 'not a settable attribute' in str(w.message)]
+    assert (fsdp2.state_dict_type, fsdp2.mixed_precision, fsdp2.reshard_after_forward,
+            fsdp2.activation_checkpointing, fsdp2.activation_cpu_offload) == ('sharded', 'FULL', True, True, False)
+    policy = create_mixed_precision_policy(Precision.AMP_BF16, fsdp2.mixed_precision)
+    assert policy.param_dtype is None and policy.reduce_dtype is None  # fp32 parameters and gradient reduction
