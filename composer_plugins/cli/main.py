@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     'composer_plugins.cli.ref_loss',
     'composer_plugins.cli.report',
     'composer_plugins.cli.eval',
+    'composer_plugins.cli.plan',
 )
 
 log = logging.getLogger(__name__)

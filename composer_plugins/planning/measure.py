@@ -1,0 +1,189 @@
+"""Measure the peak RSS of real CPU training runs, to hold the memory formula against.
+
+Two kinds of run, both ``python train.py`` subprocesses on byte-level Python source at
+4 x 256 tokens, fp32, a few steps, with evaluation and checkpoint saving switched off
+(the formula covers training steps): continued pre-training (``yamls/tiny.yaml``, two
+microbatches of 2) and pruning (``yamls/prune_tiny.yaml``, every mask type but ``head``).
+The model is SmolLM2-135M-shaped (hidden 576, 9 heads / 3 KV, FFN 1536, vocabulary
+49152, tied embeddings) with fewer layers, initialised from a ``config.json``
+(``model.pretrained=false``), so no weights are needed.
+
+The peak RSS is the child's ``ru_maxrss`` from ``os.wait4`` (the kernel's high-water mark of
+its resident set), so nothing else the caller runs is counted.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+from composer_plugins.errors import ShearError
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SEQ_LEN = 256
+BATCHES = 3
+
+SMOLLM2_LIKE = dict(
+    vocab_size=49152, hidden_size=576, intermediate_size=1536, num_attention_heads=9, num_key_value_heads=3,
+    tie_word_embeddings=True, max_position_embeddings=2048, rope_theta=100000.0, rms_norm_eps=1e-5,
+    bos_token_id=None, eos_token_id=256, pad_token_id=257,
+)
+"""SmolLM2-135M's config fields (DESIGN.md), with the byte-level tokenizer's special ids."""
+
+_COMMON = ('global_train_batch_size=4', f'max_duration={BATCHES}ba', 'eval_loader=null', 'save_folder=null',
+           'eval_interval=1000ba', 'model.pretrained=false', f'variables.max_seq_len={SEQ_LEN}')
+
+
+@dataclass(frozen=True)
+class RunCase:
+    """One measured training run.
+
+    Attributes:
+        name: short label (``continue`` or ``prune``).
+        yaml: run YAML, relative to the repository.
+        overrides: its overrides, without the data / model / run folders.
+    """
+    name: str
+    yaml: str
+    overrides: tuple[str, ...]
+
+    def all_overrides(self, data_dir: Path, model_dir: Path, run_dir: Path) -> list[str]:
+        return [f'variables.data_dir={data_dir}', f'model.source={model_dir}', f'variables.run_dir={run_dir}',
+                *_COMMON, *self.overrides]
+
+
+def continue_case(layers: int) -> RunCase:
+    """Continued pre-training of a ``layers``-layer SmolLM2-shaped model, 2 microbatches of 2."""
+    return RunCase('continue', 'yamls/tiny.yaml', (
+        'device_train_microbatch_size=2', f'model.config_overrides.num_hidden_layers={layers}',
+    ))
+
+
+def prune_case(layers: int) -> RunCase:
+    """Pruning a ``layers``-layer SmolLM2-shaped model to ``layers - 2`` layers, 6 / 2 heads, 448, FFN 1280."""
+    return RunCase('prune', 'yamls/prune_tiny.yaml', (
+        'device_train_microbatch_size=4',
+        f'model.config_overrides.num_hidden_layers={layers}', 'model.config_overrides.num_attention_heads=9',
+        f'model.pruning.target.num_layers={layers - 2}', 'model.pruning.target.num_attention_heads=6',
+        'model.pruning.target.num_key_value_heads=2', 'model.pruning.target.hidden_size=448',
+        'model.pruning.target.intermediate_size=1280', 'model.pruning.mask_types=[layer,kv_group,intermediate,hidden]',
+    ))
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Peak resident set of one child process.
+
+    Attributes:
+        peak_rss: bytes (``ru_maxrss``).
+        seconds: wall-clock time of the child.
+        returncode: its exit status.
+        log_tail: the end of its combined stdout / stderr.
+    """
+    peak_rss: int
+    seconds: float
+    returncode: int
+    log_tail: str
+
+
+def write_model_config(out_dir: Path, num_hidden_layers: int) -> Path:
+    """A Llama ``config.json`` of the SmolLM2-like shape with ``num_hidden_layers`` layers (no weights)."""
+    from transformers import LlamaConfig
+    out_dir.mkdir(parents=True, exist_ok=True)
+    LlamaConfig(num_hidden_layers=num_hidden_layers, **SMOLLM2_LIKE).save_pretrained(out_dir)
+    return out_dir
+
+
+def write_corpus(out_dir: Path) -> Path:
+    """Byte-level MDS shards of standard-library source, rows of :data:`SEQ_LEN` tokens."""
+    from composer_plugins.data.python_corpus import build_python_corpus_shards
+    return build_python_corpus_shards(out_dir, seq_len=SEQ_LEN, train_rows=64, eval_rows=8)
+
+
+def train_command(case: RunCase, data_dir: Path, model_dir: Path, run_dir: Path) -> list[str]:
+    """``python train.py YAML overrides...`` for ``case``."""
+    return [sys.executable, str(REPO_ROOT / 'train.py'), str(REPO_ROOT / case.yaml),
+            *case.all_overrides(data_dir, model_dir, run_dir)]
+
+
+def measure_peak_rss(command: Sequence[str], env: Optional[dict[str, str]] = None,
+                     timeout: float = 600.0) -> Measurement:
+    """Run ``command`` to completion and return its peak RSS from ``os.wait4``.
+
+    Output goes to a temporary file (no pipes to drain); the child is killed after ``timeout`` seconds.
+    """
+    with tempfile.TemporaryFile(mode='w+b') as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(list(command), cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here; keep Popen consistent
+        seconds = time.perf_counter() - start
+        out.seek(0)
+        tail = out.read().decode('utf-8', errors='replace')[-6000:]
+    return Measurement(usage.ru_maxrss * 1024, seconds, proc.returncode, tail)
+
+
+def child_env(tmp_dir: Path) -> dict[str, str]:
+    """The environment of a measured run: this repository importable, a private TMPDIR, W&B offline."""
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get('PYTHONPATH', '')]))
+    env['TMPDIR'] = str(tmp_dir)
+    env.setdefault('WANDB_MODE', 'offline')
+    env.setdefault('TOKENIZERS_PARALLELISM', 'false')
+    return env
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Estimate and measurement of one case."""
+    case: RunCase
+    layers: int
+    estimate: int
+    measurement: Measurement
+
+    @property
+    def ratio(self) -> float:
+        """estimate / measured."""
+        return self.estimate / self.measurement.peak_rss
+
+    @property
+    def relative_error(self) -> float:
+        """``|estimate - measured| / measured``."""
+        return abs(self.estimate - self.measurement.peak_rss) / self.measurement.peak_rss
+
+
+def compare(case: RunCase, layers: int, work_dir: Path, data_dir: Path, timeout: float = 600.0) -> Comparison:
+    """Plan ``case`` with ``--device cpu``, run it, and return both numbers.
+
+    Raises:
+        ShearError: if the training run fails (with the end of its log).
+    """
+    from composer_plugins.planning.memory import estimate_memory
+    from composer_plugins.planning.run_inputs import plan_run
+
+    model_dir = write_model_config(work_dir / f'model-{layers}l', layers)
+    run_dir = work_dir / f'run-{case.name}-{layers}l'
+    overrides = case.all_overrides(data_dir, model_dir, run_dir)
+    estimate = estimate_memory(plan_run(str(REPO_ROOT / case.yaml), overrides, device='cpu').inputs).total
+    tmp = work_dir / 'tmp'
+    tmp.mkdir(exist_ok=True)
+    measurement = measure_peak_rss(train_command(case, data_dir, model_dir, run_dir), child_env(tmp), timeout)
+    if measurement.returncode != 0:
+        raise ShearError(f'{case.name} run failed ({measurement.returncode}):\n{measurement.log_tail}')
+    log.info('%s (%d layers): estimate %.3f GiB, measured %.3f GiB in %.0f s', case.name, layers,
+             estimate / 2**30, measurement.peak_rss / 2**30, measurement.seconds)
+    return Comparison(case, layers, estimate, measurement)
