@@ -1,0 +1,254 @@
+"""Does it work? L0 pruning vs one-shot pruning vs training from scratch, same shape, same token budget.
+
+Source SmolLM2-135M (``shear smollm2``), target the ``yamls/prune.yaml`` shape (49% of the
+non-embedding parameters), data the embedded 3-domain corpus (or ``--data``). Arms, each
+with the same number of training tokens ``B = (prune_steps + continue_steps) x batch x seq``:
+
+(a) L0 pruning with dynamic batch loading (``prune_steps``), export, continued pre-training
+    with dynamic loading (``continue_steps``, starting from the pruning run's final weights);
+(b) the same with constant domain weights in both stages;
+(c) one-shot pruning (``shear prune-oneshot``, activation importance on ``calib_rows``
+    calibration rows, forward passes only), then continued pre-training with dynamic
+    loading on the whole budget;
+(d) the target shape initialised at random and trained with dynamic loading on the whole
+    budget (``--scratch-lr``, a usual from-scratch rate, not tuned here);
+
+plus reference rows: the source and the pruned-but-untrained models of (a), (b), (c).
+
+Held-out loss: with the embedded corpus, the last ``heldout_fraction`` of each domain's
+documents never reach training; they are prepared apart (``heldout/``) and only used for
+the final table. Dynamic loading and in-training evaluation read the ``eval`` split of the
+training data, which is also disjoint from the held-out documents. With ``--data`` give a
+held-out prepared folder with ``--heldout`` (else its eval split is used, with a warning).
+
+    PYTHONPATH=. python benchmarks/quality.py --out runs/quality [--prune-steps 40 --continue-steps 60]
+
+Writes OUT/quality.md (the table), OUT/quality.json, OUT/report/ (``shear report`` of all runs).
+An arm whose final model exists is skipped, so an interrupted comparison can be rerun.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from composer_plugins import stages
+from composer_plugins.data.embedded_corpus import DOMAINS
+from composer_plugins.pruning.shapes import ModelShape, count_params
+
+log = logging.getLogger('benchmarks.quality')
+
+REPO = Path(__file__).resolve().parents[1]
+PRUNE_YAML = REPO / 'yamls' / 'prune.yaml'
+CONTINUE_YAML = REPO / 'yamls' / 'continue_pretrain.yaml'
+SEQ_LEN = 256  # the YAMLs' max_seq_len
+BATCH = 4  # the YAMLs' global_train_batch_size
+INITIAL_WEIGHTS = '[0.4,0.3,0.3]'  # prune.yaml's initial domain weights (code, docs, licenses)
+
+
+@dataclass
+class QualityConfig:
+    """Settings of one comparison; the defaults run in about 40 minutes on 2 CPU cores."""
+    out: Path
+    data: Optional[Path] = None
+    heldout: Optional[Path] = None
+    source: Optional[Path] = None
+    prune_steps: int = 40
+    continue_steps: int = 60
+    calib_rows: int = 64
+    heldout_rows: int = 16
+    heldout_fraction: float = 0.1
+    train_rows: int = 300
+    scratch_lr: float = 1e-3
+
+    @property
+    def budget_steps(self) -> int:
+        return self.prune_steps + self.continue_steps
+
+
+@dataclass
+class Row:
+    """One line of the table."""
+    name: str
+    params: int
+    losses: dict[str, float]
+    trained_tokens: int
+
+    @property
+    def average(self) -> float:
+        return sum(self.losses.values()) / len(self.losses)
+
+
+@dataclass
+class Comparison:
+    config: dict
+    rows: list[Row] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def split_corpus(raw: Path, out: Path, fraction: float) -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
+    """Train / held-out JSON lines per domain: the last ``fraction`` of each domain's documents is held out."""
+    out.mkdir(parents=True, exist_ok=True)
+    train, heldout = {}, {}
+    for domain in DOMAINS:
+        lines = (raw / f'{domain}.jsonl').read_text(encoding='utf-8').splitlines()
+        cut = len(lines) - max(3, int(len(lines) * fraction))
+        for part, chosen, store in (('train', lines[:cut], train), ('heldout', lines[cut:], heldout)):
+            path = out / f'{domain}.{part}.jsonl'
+            path.write_text('\n'.join(chosen) + '\n', encoding='utf-8')
+            store[domain] = [path]
+    return train, heldout
+
+
+def model_params(model_dir: Path) -> int:
+    from transformers import AutoConfig
+    return count_params(ModelShape.from_hf_config(AutoConfig.from_pretrained(model_dir)))
+
+
+def run_comparison(cfg: QualityConfig) -> Comparison:
+    out = cfg.out.resolve()
+    result = Comparison(config={k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()})
+
+    def timed(name: str, fn: Callable[[], object]) -> None:
+        start = time.monotonic()
+        log.info('== %s', name)
+        fn()
+        result.seconds[name] = round(time.monotonic() - start, 1)
+        log.info('== %s done in %.0f s', name, result.seconds[name])
+
+    source = cfg.source or out / 'models' / 'smollm2-135m'
+    timed('source model', lambda: stages.build_smollm2(source))
+    data, heldout = cfg.data, cfg.heldout
+    if data is None:
+        raw, split = out / 'corpus', out / 'corpus-split'
+        timed('corpus', lambda: stages.build_corpus(raw))
+        train_inputs, heldout_inputs = split_corpus(raw, split, cfg.heldout_fraction)
+        data, heldout = out / 'data', out / 'heldout'
+        timed('prep', lambda: (
+            stages.prep_shards(train_inputs, source, data, SEQ_LEN, cfg.train_rows * SEQ_LEN, 8 * SEQ_LEN),
+            stages.prep_shards(heldout_inputs, source, heldout, SEQ_LEN, SEQ_LEN, cfg.heldout_rows * SEQ_LEN)))
+    elif heldout is None:
+        log.warning('No --heldout: the final table uses the eval split of --data, which dynamic loading also reads')
+        heldout = data
+
+    refs: dict[str, float] = {}
+    timed('reference losses', lambda: refs.update(stages.eval_losses(source, data, 8)))
+    common = [f'variables.data_dir={data}', stages.ref_losses_override(refs), 'save_overwrite=true']
+    budget_tokens = cfg.budget_steps * BATCH * SEQ_LEN
+    runs: list[Path] = []
+    models: dict[str, tuple[Path, int]] = {'source': (source, 0)}
+
+    def l0_arm(arm: str, rule: str) -> None:
+        prune_dir, cont_dir = out / f'{arm}-prune', out / f'{arm}-continue'
+        continued = cont_dir / 'hf' / 'huggingface' / f'ba{cfg.continue_steps}'
+        models[f'({arm}) pruned, untrained'] = (prune_dir / 'exported', cfg.prune_steps * BATCH * SEQ_LEN)
+        models[f'({arm}) pruned + continued'] = (continued, budget_tokens)
+        runs.extend([prune_dir, cont_dir])
+        if (continued / 'config.json').is_file():
+            log.info('Arm %s already done in %s', arm, cont_dir)
+            return
+        stages.train(PRUNE_YAML, [
+            *common, f'variables.model_dir={source}', f'variables.run_dir={prune_dir}',
+            f'max_duration={cfg.prune_steps}ba', f'save_interval={cfg.prune_steps}ba',
+            f'model.pruning.lagrangian_warmup={max(1, cfg.prune_steps // 5)}ba',
+            f'callbacks.dynamic_loading.rule={rule}', *stages.interval_overrides(cfg.prune_steps)])
+        stages.export(prune_dir / 'checkpoints' / 'latest-rank0.pt', prune_dir / 'exported')
+        stages.train(CONTINUE_YAML, [
+            *common, f'variables.model_dir={prune_dir / "exported"}', f'variables.prune_run_dir={prune_dir}',
+            f'variables.run_dir={cont_dir}', f'max_duration={cfg.continue_steps}ba',
+            f'save_interval={cfg.continue_steps}ba', f'callbacks.dynamic_loading.rule={rule}',
+            *stages.interval_overrides(cfg.continue_steps)])
+
+    def whole_budget_run(run_dir: Path, model_dir: Path, *extra: str) -> Path:
+        runs.append(run_dir)
+        final = run_dir / 'hf' / 'huggingface' / f'ba{cfg.budget_steps}'
+        if (final / 'config.json').is_file():
+            log.info('%s already trained', final)
+            return final
+        stages.train(CONTINUE_YAML, [
+            *common, f'variables.model_dir={model_dir}', f'variables.run_dir={run_dir}',
+            'train_loader.dataset.weights_from=null', f'train_loader.dataset.weights={INITIAL_WEIGHTS}',
+            f'max_duration={cfg.budget_steps}ba', f'save_interval={cfg.budget_steps}ba',
+            *stages.interval_overrides(cfg.budget_steps), *extra])
+        return final
+
+    def oneshot_arm() -> None:
+        from composer_plugins.oneshot.prune import OneShotConfig, prune_oneshot, read_target
+        pruned = out / 'c-oneshot'
+        if not (pruned / 'pruning.json').is_file():
+            prune_oneshot(OneShotConfig(model=str(source), data=data, target=read_target(str(PRUNE_YAML)),
+                                        out=pruned, calib_rows=cfg.calib_rows, force=True))
+        models['(c) one-shot pruned, untrained'] = (pruned, 0)
+        models['(c) one-shot + continued'] = (whole_budget_run(out / 'c-continue', pruned), budget_tokens)
+
+    def scratch_arm() -> None:
+        shape_dir = out / 'c-oneshot'  # only its config is used: model.pretrained=false
+        models['(d) random init + trained'] = (
+            whole_budget_run(out / 'd-scratch', shape_dir, 'model.pretrained=false', f'optimizer.lr={cfg.scratch_lr}'),
+            budget_tokens)
+
+    timed('(a) L0 + dynamic loading', lambda: l0_arm('a', 'doremi'))
+    timed('(b) L0 + constant weights', lambda: l0_arm('b', 'constant'))
+    timed('(c) one-shot + continued', oneshot_arm)
+    timed('(d) random init', scratch_arm)
+
+    def evaluate() -> None:
+        for name, (model_dir, tokens) in models.items():
+            losses = stages.eval_losses(model_dir, heldout, cfg.heldout_rows)
+            result.rows.append(Row(name, model_params(model_dir), losses, tokens))
+    timed('held-out evaluation', evaluate)
+    timed('report', lambda: stages.report(runs, out / 'report'))
+    return result
+
+
+def markdown_table(result: Comparison) -> str:
+    domains = list(result.rows[0].losses)
+    lines = ['| model | parameters | train tokens | ' + ' | '.join(domains) + ' | average |',
+             '|---|---:|---:|' + '---:|' * (len(domains) + 1)]
+    for row in result.rows:
+        cells = ' | '.join(f'{row.losses[d]:.3f}' for d in domains)
+        lines.append(f'| {row.name} | {row.params / 1e6:.1f}M | {row.trained_tokens:,} | {cells} | {row.average:.3f} |')
+    return '\n'.join(lines) + '\n'
+
+
+def write_outputs(result: Comparison, out: Path) -> Path:
+    table = markdown_table(result)
+    (out / 'quality.json').write_text(json.dumps({
+        'config': result.config, 'seconds': result.seconds,
+        'rows': [{**asdict(row), 'average': row.average} for row in result.rows]}, indent=2) + '\n')
+    path = out / 'quality.md'
+    path.write_text('# Held-out loss (nats/token) at the same token budget\n\n' + table
+                    + f'\nStage seconds: {json.dumps(result.seconds)}\n')
+    log.info('Held-out loss (nats/token):\n%s', table)
+    return path
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--out', type=Path, default=Path('runs/quality'))
+    parser.add_argument('--data', type=Path, default=None, help='prepared data (default: the embedded corpus)')
+    parser.add_argument('--heldout', type=Path, default=None, help='prepared held-out data for the final table')
+    parser.add_argument('--source', type=Path, default=None, help='SmolLM2 HF folder (default: shear smollm2)')
+    parser.add_argument('--prune-steps', type=int, default=40)
+    parser.add_argument('--continue-steps', type=int, default=60)
+    parser.add_argument('--calib-rows', type=int, default=64)
+    parser.add_argument('--heldout-rows', type=int, default=16)
+    parser.add_argument('--scratch-lr', type=float, default=1e-3)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+    cfg = QualityConfig(out=args.out, data=args.data, heldout=args.heldout, source=args.source,
+                        prune_steps=args.prune_steps, continue_steps=args.continue_steps, calib_rows=args.calib_rows,
+                        heldout_rows=args.heldout_rows, scratch_lr=args.scratch_lr)
+    start = time.monotonic()
+    result = run_comparison(cfg)
+    path = write_outputs(result, cfg.out.resolve())
+    log.info('Wrote %s (%.0f s in all)', path, time.monotonic() - start)
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
