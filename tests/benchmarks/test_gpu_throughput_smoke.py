@@ -57,7 +57,7 @@ def check_outputs(proc: subprocess.CompletedProcess, out: Path) -> tuple[dict[st
     assert data['ratios']['pruning_over_plain'] > 0 and data['ratios']['exported_over_plain'] > 0
     pruning, exported = data['results'][1], data['results'][2]
     assert exported['params'] < pruning['params']
-    assert pruning['mask_params_updated'] in (True, False)
+    assert pruning['mask_params_updated'] is True  # the masks learn under FSDP2 (PrunerOutput is a pytree)
     return rows, data
 
 
