@@ -9,14 +9,7 @@ log = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register the ``eval`` sub-command.
-
-    Args:
-        subparsers: The object returned by ``ArgumentParser.add_subparsers``.
-
-    Returns:
-        The sub-command's parser.
-    """
+    """Register ``shear eval`` on ``subparsers`` (protocol: :mod:`composer_plugins.cli.main`); returns its parser."""
     parser = subparsers.add_parser(
         'eval',
         help='run lm-eval offline on a model directory: per-domain bits per byte of the eval shards, plus your tasks',

@@ -9,14 +9,7 @@ log = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register the ``export`` sub-command.
-
-    Args:
-        subparsers: The object returned by ``ArgumentParser.add_subparsers``.
-
-    Returns:
-        The sub-command's parser.
-    """
+    """Register ``shear export`` on ``subparsers`` (protocol: :mod:`composer_plugins.cli.main`); returns its parser."""
     parser = subparsers.add_parser(
         'export',
         help='export the pruned model of a pruning checkpoint as a Hugging Face directory',

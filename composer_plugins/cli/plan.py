@@ -11,14 +11,7 @@ log = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register the ``plan`` sub-command.
-
-    Args:
-        subparsers: The object returned by ``ArgumentParser.add_subparsers``.
-
-    Returns:
-        The sub-command's parser.
-    """
+    """Register ``shear plan`` on ``subparsers`` (protocol: :mod:`composer_plugins.cli.main`); returns its parser."""
     parser = subparsers.add_parser(
         'plan',
         help='estimate the memory per GPU of a run YAML and say whether it fits',

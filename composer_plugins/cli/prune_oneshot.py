@@ -9,14 +9,7 @@ log = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register the ``prune-oneshot`` sub-command.
-
-    Args:
-        subparsers: The object returned by ``ArgumentParser.add_subparsers``.
-
-    Returns:
-        The sub-command's parser.
-    """
+    """Register ``shear prune-oneshot`` on ``subparsers`` (protocol: :mod:`composer_plugins.cli.main`); returns its parser."""
     parser = subparsers.add_parser(
         'prune-oneshot',
         help='prune to a target shape in minutes from activation importance (no training) and export',

@@ -9,14 +9,7 @@ log = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register the ``report`` sub-command.
-
-    Args:
-        subparsers: The object returned by ``ArgumentParser.add_subparsers``.
-
-    Returns:
-        The sub-command's parser.
-    """
+    """Register ``shear report`` on ``subparsers`` (protocol: :mod:`composer_plugins.cli.main`); returns its parser."""
     parser = subparsers.add_parser(
         'report',
         help='plots and a markdown summary (report.md) of one or more run folders',
