@@ -1,7 +1,9 @@
 """Shared fixtures: a private TMPDIR, real MDS shards of Python source, run helpers."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -14,8 +16,12 @@ TINY_YAML = REPO_ROOT / 'yamls' / 'tiny.yaml'
 PRUNE_TINY_YAML = REPO_ROOT / 'yamls' / 'prune_tiny.yaml'
 
 # mosaicml-streaming leaves lock files in TMPDIR: keep ours private and set it before
-# anything imports tempfile-dependent code.
+# anything imports tempfile-dependent code. It holds every test's files (checkpoints,
+# models: gigabytes per session), so it goes when the session's process exits (registered
+# first, so it runs after the other exit handlers); SHEAR_KEEP_TEST_TMP=1 keeps it.
 _PRIVATE_TMP = tempfile.mkdtemp(prefix='shear-tests-')
+if os.environ.get('SHEAR_KEEP_TEST_TMP') != '1':
+    atexit.register(shutil.rmtree, _PRIVATE_TMP, ignore_errors=True)
 os.environ['TMPDIR'] = _PRIVATE_TMP
 tempfile.tempdir = _PRIVATE_TMP
 os.environ.setdefault('WANDB_MODE', 'offline')
