@@ -66,8 +66,11 @@ def interval_overrides(batches: int) -> list[str]:
 
 def train(yaml: Path, overrides: Sequence[str]) -> None:
     """``composer train.py YAML overrides...`` in this process (one rank)."""
+    from composer_plugins.data.streaming_memory import released_streaming_memory
     from composer_plugins.train_entry import main as train_main
-    if train_main([str(yaml), *overrides]) != 0:
+    with released_streaming_memory():  # several runs in one process would exhaust the open-file limit
+        code = train_main([str(yaml), *overrides])
+    if code != 0:
         raise ShearError(f'training with {yaml.name} failed (see the log above)')
 
 

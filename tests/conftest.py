@@ -102,28 +102,11 @@ def mixture_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def release_streaming_shared_memory(monkeypatch: pytest.MonkeyPatch):
-    """Close the shared memory mosaicml-streaming opens during a test when the test ends.
+def release_streaming_shared_memory():
+    """Close the shared memory mosaicml-streaming opens during a test when the test ends
+    (see :mod:`composer_plugins.data.streaming_memory`); segments created by wider-scoped
+    fixtures are left to ``atexit`` as usual."""
+    from composer_plugins.data.streaming_memory import released_streaming_memory
 
-    streaming registers every segment's cleanup with ``atexit``, which keeps it (and its
-    file descriptor) alive until the process exits; the many in-process training runs of
-    this suite would otherwise exhaust the open-file limit. Segments created by wider-scoped
-    fixtures are left to ``atexit`` as usual.
-    """
-    import streaming.base.shared.memory as shared_memory
-
-    cleanups = []
-
-    class _RecordingAtexit:
-        @staticmethod
-        def register(func, *args, **kwargs):
-            cleanups.append((func, args, kwargs))
-            return func
-
-    monkeypatch.setattr(shared_memory, 'atexit', _RecordingAtexit)
-    yield
-    for func, args, kwargs in reversed(cleanups):
-        try:
-            func(*args, **kwargs)
-        except Exception:  # noqa: BLE001 - already released by its owner
-            pass
+    with released_streaming_memory():
+        yield

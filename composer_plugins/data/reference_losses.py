@@ -293,18 +293,21 @@ def read_token_rows(split_dir: str | Path, max_rows: int) -> list[np.ndarray]:
     from streaming import StreamingDataset
     from streaming.base.util import clean_stale_shared_memory
 
+    from composer_plugins.data.streaming_memory import released_streaming_memory
+
     clean_stale_shared_memory()
-    try:
-        dataset = StreamingDataset(local=str(split_dir), split=None, shuffle=False, batch_size=1)
-    except Exception as err:  # streaming raises assorted errors for bad indexes
-        raise ShearError(f'{split_dir}: cannot open the MDS dataset: {err}') from err
-    try:
-        count = min(int(dataset.num_samples), max_rows)
-        return [np.asarray(dataset[i]['tokens']).astype(np.int64) for i in range(count)]
-    except KeyError as err:
-        raise ShearError(f'{split_dir}: MDS rows have no column {err}; expected "tokens"') from err
-    finally:
-        del dataset
+    with released_streaming_memory():
+        try:
+            dataset = StreamingDataset(local=str(split_dir), split=None, shuffle=False, batch_size=1)
+        except Exception as err:  # streaming raises assorted errors for bad indexes
+            raise ShearError(f'{split_dir}: cannot open the MDS dataset: {err}') from err
+        try:
+            count = min(int(dataset.num_samples), max_rows)
+            return [np.asarray(dataset[i]['tokens']).astype(np.int64) for i in range(count)]
+        except KeyError as err:
+            raise ShearError(f'{split_dir}: MDS rows have no column {err}; expected "tokens"') from err
+        finally:
+            del dataset
 
 
 def mean_token_loss(model: Any, rows: Sequence[np.ndarray], batch_size: int, what: str = 'rows') -> DomainLoss:
