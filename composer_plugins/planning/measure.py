@@ -8,8 +8,11 @@ The model is SmolLM2-135M-shaped (hidden 576, 9 heads / 3 KV, FFN 1536, vocabula
 49152, tied embeddings) with fewer layers, initialised from a ``config.json``
 (``model.pretrained=false``), so no weights are needed.
 
-The peak RSS is the child's ``ru_maxrss`` from ``os.wait4`` (the kernel's high-water mark of
-its resident set), so nothing else the caller runs is counted.
+The peak RSS is the child's ``VmHWM`` (the kernel's high-water mark of its resident set
+since its ``exec``), which the child writes to a file when it exits. Not ``ru_maxrss`` from
+``os.wait4``: Linux carries the forking parent's resident set over into the child's
+``ru_maxrss`` at ``exec``, so a caller that already holds gigabytes (a test session that
+loaded SmolLM2 before) made every measurement read as the caller's size.
 """
 from __future__ import annotations
 
@@ -18,7 +21,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +86,7 @@ class Measurement:
     """Peak resident set of one child process.
 
     Attributes:
-        peak_rss: bytes (``ru_maxrss``).
+        peak_rss: bytes (``VmHWM``; 0 when a failed run did not report it).
         seconds: wall-clock time of the child.
         returncode: its exit status.
         log_tail: the end of its combined stdout / stderr.
@@ -109,32 +111,55 @@ def write_corpus(out_dir: Path) -> Path:
     return build_python_corpus_shards(out_dir, seq_len=SEQ_LEN, train_rows=64, eval_rows=8)
 
 
+# Runs a Python script (argv[2:]) as __main__ and writes its VmHWM (kB) to argv[1] at exit.
+_PEAK_REPORTER = """
+import atexit, runpy, sys
+peak_file = sys.argv.pop(1)
+def report():
+    with open('/proc/self/status') as status:
+        kilobytes = next(line.split()[1] for line in status if line.startswith('VmHWM:'))
+    with open(peak_file, 'w') as out:
+        out.write(kilobytes)
+atexit.register(report)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
+
+
 def train_command(case: RunCase, data_dir: Path, model_dir: Path, run_dir: Path) -> list[str]:
-    """``python train.py YAML overrides...`` for ``case``."""
-    return [sys.executable, str(REPO_ROOT / 'train.py'), str(REPO_ROOT / case.yaml),
-            *case.all_overrides(data_dir, model_dir, run_dir)]
+    """``train.py YAML overrides...`` for ``case`` (the script and its arguments, without the interpreter)."""
+    return [str(REPO_ROOT / 'train.py'), str(REPO_ROOT / case.yaml), *case.all_overrides(data_dir, model_dir, run_dir)]
 
 
-def measure_peak_rss(command: Sequence[str], env: Optional[dict[str, str]] = None,
+def measure_peak_rss(script_and_args: Sequence[str], env: Optional[dict[str, str]] = None,
                      timeout: float = 600.0) -> Measurement:
-    """Run ``command`` to completion and return its peak RSS from ``os.wait4``.
+    """Run a Python script to completion and return its peak RSS (``VmHWM`` at exit).
 
     Output goes to a temporary file (no pipes to drain); the child is killed after ``timeout`` seconds.
+
+    Raises:
+        ShearError: The child exited without reporting its peak (killed, or ``os._exit``).
     """
-    with tempfile.TemporaryFile(mode='w+b') as out:
-        start = time.perf_counter()
-        proc = subprocess.Popen(list(command), cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-        timer = threading.Timer(timeout, proc.kill)
-        timer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here; keep Popen consistent
-        seconds = time.perf_counter() - start
-        out.seek(0)
-        tail = out.read().decode('utf-8', errors='replace')[-6000:]
-    return Measurement(usage.ru_maxrss * 1024, seconds, proc.returncode, tail)
+    with tempfile.TemporaryDirectory() as tmp:
+        peak_file = Path(tmp) / 'vmhwm_kb'
+        command = [sys.executable, '-c', _PEAK_REPORTER, str(peak_file), *script_and_args]
+        with open(Path(tmp) / 'log', 'w+b') as out:
+            start = time.perf_counter()
+            proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            seconds = time.perf_counter() - start
+            out.seek(0)
+            tail = out.read().decode('utf-8', errors='replace')[-6000:]
+        if not peak_file.is_file():
+            if proc.returncode == 0:
+                raise ShearError(f'{script_and_args[0]} exited without reporting its peak memory:\n{tail}')
+            return Measurement(0, seconds, proc.returncode, tail)
+        peak = int(peak_file.read_text()) * 1024
+    return Measurement(peak, seconds, proc.returncode, tail)
 
 
 def child_env(tmp_dir: Path) -> dict[str, str]:
