@@ -10,10 +10,11 @@ AdamW state), SDPA attention, random token ids:
 2. ``pruning``: the same source wrapped as a real pruning run wraps it
    (:class:`~composer_plugins.models.causal_lm.ShearCausalLM` with ``model.pruning``: all
    mask types of a GQA model, sampled every step and applied by hooks), loss ``lm +
-   lagrangian`` (paper eq. 3), backward, AdamW with the three parameter groups of
-   ``composer_plugins/config/foundry.py`` (weights ``lr``; log-alphas ``lag_lr``;
-   multipliers ``lag_lr`` with ``maximize=True``), and the per-batch work of the
-   ``pruning_monitor`` callback (step of the target ramp, log-alpha clamp, metric reads). FSDP2
+   lagrangian`` (paper eq. 3), backward, one AdamW with three parameter groups (weights
+   ``lr``; log-alphas and multipliers ``LAG_LR`` without weight decay, the multipliers with
+   ``maximize=True``: the same element-wise updates as the ``mask_learning`` and
+   ``lagrangian`` callbacks' own Adam optimizers), the step and log-alpha clamp those
+   callbacks do, and ``pruning_monitor``'s metric reads. FSDP2
    wraps it as Composer does: every decoder layer, the HF model and the pruner are units;
    ``ShearCausalLM`` itself is not.
 3. ``exported``: the HF model that ``export_pruned_model`` makes from the pruning model's
@@ -101,7 +102,6 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from transformers import LlamaConfig
 
 from composer_plugins.callbacks.pruning_monitor import PruningMonitor
-from composer_plugins.config.foundry import LOG_ALPHA_PARAMS, MULTIPLIER_PARAMS
 from composer_plugins.models.causal_lm import ShearCausalLM
 from composer_plugins.models.export import export_pruned_model
 from composer_plugins.models.loading import load_causal_lm
@@ -131,7 +131,8 @@ PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
 )
 LR = 1.0e-4       # weights
 LAG_LR = 1.0      # log-alphas and Lagrange multipliers (the paper presets' lag_lr)
-LAGRANGIAN_WARMUP_BATCHES = 1000
+LOG_ALPHA_PARAMS = 'pruner.l0_masks.'  # substrings of ShearCausalLM's parameter names
+MULTIPLIER_PARAMS = 'pruner.lagrangian.'
 KINDS = ('plain', 'pruning', 'exported')
 KIND_LABELS = {
     'plain': 'plain step (source, HF model)',
@@ -337,7 +338,7 @@ def build_pruning(config_dir: Path, settings: Settings) -> nn.Module:
     """``ShearCausalLM`` with ``model.pruning`` (every mask type of the source), as a run builds it."""
     torch.manual_seed(settings.seed)
     return ShearCausalLM(str(config_dir), pretrained=False, attn_implementation='sdpa', pruning={
-        'target': settings.target, 'lagrangian_warmup': LAGRANGIAN_WARMUP_BATCHES,
+        'target': settings.target,
     })
 
 
@@ -387,7 +388,7 @@ def shard(module: nn.Module, settings: Settings, mesh: DeviceMesh) -> None:
 
 
 def make_optimizer(module: nn.Module) -> torch.optim.Optimizer:
-    """AdamW; for a pruning model the three parameter groups of ``to_foundry_config``."""
+    """AdamW; for a pruning model three parameter groups that stand in for the callbacks' optimizers."""
     kwargs = dict(lr=LR, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
     if not is_pruning_model(module):
         return torch.optim.AdamW(module.parameters(), **kwargs)
@@ -444,19 +445,22 @@ def pruning_step_fn(model: nn.Module, optimizer: torch.optim.Optimizer,
                     batch: dict[str, torch.Tensor]) -> Callable[[int], None]:
     """One pruning step as a Composer run does it, ``pruning_monitor`` callback included.
 
-    ``before_forward`` sets the step of the Lagrangian ramp; the loss is ``lm + lagrangian``
-    (paper eq. 3); ``batch_end`` clamps the log-alphas and reads the l0 metrics.
+    The step of the gate noise is set (as ``lagrangian``'s ``before_forward`` does); the
+    loss is ``lm + lagrangian`` (paper eq. 3); after the step the log-alphas are clamped
+    (as ``mask_learning`` does) and ``batch_end`` reads the l0 metrics.
     """
     monitor = PruningMonitor(masks_dir=tempfile.gettempdir())
     logger = _NullLogger()
 
     def step(index: int) -> None:
         state = _CallbackState(model=model, batch=index)
-        monitor.before_forward(state, logger)
+        model.pruning_step = index
         optimizer.zero_grad(set_to_none=True)
         loss = model.loss(model(batch), batch)
         loss['total'].backward()
         optimizer.step()
+        with torch.no_grad():
+            model.pruner.l0_masks.clamp_()
         monitor.batch_end(state, logger)
     return step
 

@@ -25,11 +25,20 @@ SOURCE_OVERRIDES = dict(hidden_size=512, intermediate_size=1376, num_hidden_laye
 TARGET = dict(num_layers=8, num_attention_heads=4, num_key_value_heads=2, hidden_size=384, intermediate_size=1024)
 
 
-def _train_step(model: ShearCausalLM, optimizer: torch.optim.Optimizer, batch: dict) -> None:
-    optimizer.zero_grad(set_to_none=True)
+def _train_step(model: ShearCausalLM, optimizers: list[torch.optim.Optimizer], batch: dict) -> None:
+    """One step as the Trainer runs it: the weights' optimizer, and with pruning the two callbacks' optimizers.
+
+    ``mask_learning`` steps Adam on the log-alphas and clamps them; ``lagrangian`` steps Adam
+    (``maximize``) on the multipliers; the targets are fixed (no ramp), as after the warm-up.
+    """
+    for optimizer in optimizers:
+        optimizer.zero_grad(set_to_none=True)
     loss = model.loss(model(batch), batch)
     (loss['total'] if isinstance(loss, dict) else loss).backward()
-    optimizer.step()
+    for optimizer in optimizers:
+        optimizer.step()
+    if model.pruner is not None:
+        model.pruner.l0_masks.clamp_()
 
 
 def _timed(fn) -> float:
@@ -51,18 +60,17 @@ def main() -> None:
     plain = ShearCausalLM(args.source, config_overrides=SOURCE_OVERRIDES)
     pruning = ShearCausalLM(args.source, config_overrides=SOURCE_OVERRIDES, pruning={
         'target': TARGET, 'mask_types': ['layer', 'kv_group', 'head', 'intermediate', 'hidden'],
-        'lagrangian_warmup': 100,
     })
     pruning.model.load_state_dict(plain.model.state_dict())
     params = sum(p.numel() for p in plain.model.parameters())
     ids = torch.randint(0, 256, (args.batch, args.seq))
     batch = {'input_ids': ids, 'attention_mask': torch.ones_like(ids), 'labels': ids}
-    opt_plain = torch.optim.AdamW(plain.parameters(), lr=1e-4)
-    opt_pruning = torch.optim.AdamW([
-        {'params': pruning.model.parameters()},
-        {'params': pruning.pruner.l0_masks.parameters(), 'lr': 1.0},
-        {'params': pruning.pruner.lagrangian.parameters(), 'lr': 1.0, 'maximize': True},
-    ], lr=1e-4)
+    opt_plain = [torch.optim.AdamW(plain.parameters(), lr=1e-4)]
+    opt_pruning = [  # the weights', mask_learning's and lagrangian's (yamls/prune.yaml's rates)
+        torch.optim.AdamW(pruning.model.parameters(), lr=1e-4),
+        torch.optim.Adam(pruning.pruner.l0_masks.parameters(), lr=0.05, betas=(0.9, 0.95)),
+        torch.optim.Adam(pruning.pruner.lagrangian.parameters(), lr=0.1, betas=(0.9, 0.95), maximize=True),
+    ]
     plain.train()
     pruning.train()
     for _ in range(2):  # warm-up

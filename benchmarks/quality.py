@@ -4,16 +4,22 @@ Source SmolLM2-135M (``shear smollm2``), target the ``yamls/prune.yaml`` shape (
 non-embedding parameters), data the embedded 3-domain corpus (or ``--data``). Arms, each
 with the same number of training tokens ``B = (prune_steps + continue_steps) x batch x seq``:
 
-(a) L0 pruning with dynamic batch loading (``prune_steps``), export, continued pre-training
-    with dynamic loading (``continue_steps``, starting from the pruning run's final weights);
-(b) the same with constant domain weights in both stages;
+(a) L0 pruning as ``yamls/prune.yaml`` ships it (masks started from one-shot importance,
+    ``init: importance``) with dynamic batch loading (``prune_steps``), export, continued
+    pre-training with dynamic loading (``continue_steps``, starting from the pruning run's
+    final weights);
+(e) the same from the paper's dense start (``init: dense``, mask and multiplier lr 0.5, the
+    target ramped over the first fifth);
+(b) (a) with constant domain weights in both stages;
 (c) one-shot pruning (``shear prune-oneshot``, activation importance on ``calib_rows``
     calibration rows, forward passes only), then continued pre-training with dynamic
     loading on the whole budget;
 (d) the target shape initialised at random and trained with dynamic loading on the whole
     budget (``--scratch-lr``, a usual from-scratch rate, not tuned here);
 
-plus reference rows: the source and the pruned-but-untrained models of (a), (b), (c).
+plus reference rows: the source and the pruned-but-untrained models of the arms. Every arm
+runs once per ``--seeds`` seed (data order, gate noise); ``--arms`` picks the arms (default
+a, e, c; b and d on request). Each arm's run time is recorded beside it.
 
 Held-out loss: with the embedded corpus, the last ``heldout_fraction`` of each domain's
 documents never reach training; they are prepared apart (``heldout/``) and only used for
@@ -48,11 +54,19 @@ CONTINUE_YAML = REPO / 'yamls' / 'continue_pretrain.yaml'
 SEQ_LEN = 256  # the YAMLs' max_seq_len
 BATCH = 4  # the YAMLs' global_train_batch_size
 INITIAL_WEIGHTS = '[0.4,0.3,0.3]'  # prune.yaml's initial domain weights (code, docs, licenses)
+ARM_LABELS = {'a': 'L0, init: importance (the default) + dynamic', 'e': 'L0, init: dense (paper) + dynamic',
+              'b': 'L0, init: importance + constant weights', 'c': 'one-shot', 'd': 'random init'}
+
+
+def dense_init_overrides(prune_steps: int) -> list[str]:
+    """The paper's dense start, with rates that move the masks to the target within a short run."""
+    return ['callbacks.mask_learning.init=dense', 'callbacks.mask_learning.lr=0.5', 'callbacks.lagrangian.lr=0.5',
+            f'callbacks.lagrangian.target_warmup={max(1, prune_steps // 5)}ba']
 
 
 @dataclass
 class QualityConfig:
-    """Settings of one comparison; the defaults run in about 40 minutes on 2 CPU cores."""
+    """Settings of one comparison; an arm takes about 8 minutes on 2 idle CPU cores."""
     out: Path
     data: Optional[Path] = None
     heldout: Optional[Path] = None
@@ -64,6 +78,8 @@ class QualityConfig:
     heldout_fraction: float = 0.1
     train_rows: int = 300
     scratch_lr: float = 1e-3
+    arms: list[str] = field(default_factory=lambda: ['a', 'e', 'c'])
+    seeds: list[int] = field(default_factory=lambda: [17, 18])
 
     @property
     def budget_steps(self) -> int:
@@ -77,6 +93,7 @@ class Row:
     params: int
     losses: dict[str, float]
     trained_tokens: int
+    seconds: Optional[float] = None
 
     @property
     def average(self) -> float:
@@ -140,66 +157,92 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
     common = [f'variables.data_dir={data}', stages.ref_losses_override(refs), 'save_overwrite=true']
     budget_tokens = cfg.budget_steps * BATCH * SEQ_LEN
     runs: list[Path] = []
-    models: dict[str, tuple[Path, int]] = {'source': (source, 0)}
+    models: dict[str, tuple[Path, int, Optional[float]]] = {'source': (source, 0, None)}
 
-    def l0_arm(arm: str, rule: str) -> None:
-        prune_dir, cont_dir = out / f'{arm}-prune', out / f'{arm}-continue'
+    def seeded(seed: int) -> list[str]:
+        return [f'seed={seed}', f'train_loader.dataset.seed={seed}']
+
+    def record_seconds(run_dir: Path, started: float) -> None:
+        (run_dir / 'arm_seconds.json').write_text(json.dumps({'seconds': round(time.monotonic() - started, 1)}))
+
+    def arm_seconds(run_dir: Path) -> Optional[float]:
+        path = run_dir / 'arm_seconds.json'
+        return json.loads(path.read_text())['seconds'] if path.is_file() else None
+
+    def l0_arm(arm: str, seed: int, rule: str, mask_overrides: list[str]) -> None:
+        prune_dir, cont_dir = out / f'{arm}-s{seed}-prune', out / f'{arm}-s{seed}-continue'
         continued = cont_dir / 'hf' / 'huggingface' / f'ba{cfg.continue_steps}'
-        models[f'({arm}) pruned, untrained'] = (prune_dir / 'exported', cfg.prune_steps * BATCH * SEQ_LEN)
-        models[f'({arm}) pruned + continued'] = (continued, budget_tokens)
+        label = ARM_LABELS[arm]
+        models[f'({arm}) {label}, pruned, untrained, seed {seed}'] = (prune_dir / 'exported',
+                                                                    cfg.prune_steps * BATCH * SEQ_LEN, None)
         runs.extend([prune_dir, cont_dir])
-        if (continued / 'config.json').is_file():
-            log.info('Arm %s already done in %s', arm, cont_dir)
-            return
-        stages.train(PRUNE_YAML, [
-            *common, f'variables.model_dir={source}', f'variables.run_dir={prune_dir}',
-            f'max_duration={cfg.prune_steps}ba', f'save_interval={cfg.prune_steps}ba',
-            f'model.pruning.lagrangian_warmup={max(1, cfg.prune_steps // 5)}ba',
-            f'callbacks.dynamic_loading.rule={rule}', *stages.interval_overrides(cfg.prune_steps)])
-        stages.export(prune_dir / 'checkpoints' / 'latest-rank0.pt', prune_dir / 'exported')
-        stages.train(CONTINUE_YAML, [
-            *common, f'variables.model_dir={prune_dir / "exported"}', f'variables.prune_run_dir={prune_dir}',
-            f'variables.run_dir={cont_dir}', f'max_duration={cfg.continue_steps}ba',
-            f'save_interval={cfg.continue_steps}ba', f'callbacks.dynamic_loading.rule={rule}',
-            *stages.interval_overrides(cfg.continue_steps)])
+        if not (continued / 'config.json').is_file():
+            started = time.monotonic()
+            stages.train(PRUNE_YAML, [
+                *common, *seeded(seed), f'model.pruning.sample_seed={seed}', f'variables.model_dir={source}',
+                f'variables.run_dir={prune_dir}', f'max_duration={cfg.prune_steps}ba',
+                f'save_interval={cfg.prune_steps}ba', f'callbacks.mask_learning.calibration.rows={cfg.calib_rows}',
+                *stages.settle_overrides(cfg.prune_steps), *mask_overrides,
+                f'callbacks.dynamic_loading.rule={rule}', *stages.interval_overrides(cfg.prune_steps)])
+            stages.export(prune_dir / 'checkpoints' / 'latest-rank0.pt', prune_dir / 'exported')
+            stages.train(CONTINUE_YAML, [
+                *common, *seeded(seed), f'variables.model_dir={prune_dir / "exported"}',
+                f'variables.prune_run_dir={prune_dir}', f'variables.run_dir={cont_dir}',
+                f'max_duration={cfg.continue_steps}ba', f'save_interval={cfg.continue_steps}ba',
+                f'callbacks.dynamic_loading.rule={rule}', *stages.interval_overrides(cfg.continue_steps)])
+            record_seconds(cont_dir, started)
+        else:
+            log.info('Arm %s seed %d already done in %s', arm, seed, cont_dir)
+        models[f'({arm}) {label} + continued, seed {seed}'] = (continued, budget_tokens, arm_seconds(cont_dir))
 
-    def whole_budget_run(run_dir: Path, model_dir: Path, *extra: str) -> Path:
+    def whole_budget_run(run_dir: Path, model_dir: Path, seed: int, *extra: str) -> tuple[Path, Optional[float]]:
         runs.append(run_dir)
         final = run_dir / 'hf' / 'huggingface' / f'ba{cfg.budget_steps}'
         if (final / 'config.json').is_file():
             log.info('%s already trained', final)
-            return final
+            return final, arm_seconds(run_dir)
+        started = time.monotonic()
         stages.train(CONTINUE_YAML, [
-            *common, f'variables.model_dir={model_dir}', f'variables.run_dir={run_dir}',
+            *common, *seeded(seed), f'variables.model_dir={model_dir}', f'variables.run_dir={run_dir}',
             'train_loader.dataset.weights_from=null', f'train_loader.dataset.weights={INITIAL_WEIGHTS}',
             f'max_duration={cfg.budget_steps}ba', f'save_interval={cfg.budget_steps}ba',
             *stages.interval_overrides(cfg.budget_steps), *extra])
-        return final
+        record_seconds(run_dir, started)
+        return final, arm_seconds(run_dir)
 
-    def oneshot_arm() -> None:
+    def oneshot_arm(seed: int) -> None:
         from composer_plugins.oneshot.prune import OneShotConfig, prune_oneshot, read_target
         pruned = out / 'c-oneshot'
         if not (pruned / 'pruning.json').is_file():
             prune_oneshot(OneShotConfig(model=str(source), data=data, target=read_target(str(PRUNE_YAML)),
                                         out=pruned, calib_rows=cfg.calib_rows, force=True))
-        models['(c) one-shot pruned, untrained'] = (pruned, 0)
-        models['(c) one-shot + continued'] = (whole_budget_run(out / 'c-continue', pruned), budget_tokens)
+        models['(c) one-shot pruned, untrained'] = (pruned, 0, None)
+        final, seconds = whole_budget_run(out / f'c-s{seed}-continue', pruned, seed)
+        models[f'(c) one-shot + continued, seed {seed}'] = (final, budget_tokens, seconds)
 
-    def scratch_arm() -> None:
+    def scratch_arm(seed: int) -> None:
         shape_dir = out / 'c-oneshot'  # only its config is used: model.pretrained=false
-        models['(d) random init + trained'] = (
-            whole_budget_run(out / 'd-scratch', shape_dir, 'model.pretrained=false', f'optimizer.lr={cfg.scratch_lr}'),
-            budget_tokens)
+        if not (shape_dir / 'config.json').is_file():
+            oneshot_arm(seed)
+        final, seconds = whole_budget_run(out / f'd-s{seed}-scratch', shape_dir, seed, 'model.pretrained=false',
+                                          f'optimizer.lr={cfg.scratch_lr}')
+        models[f'(d) random init + trained, seed {seed}'] = (final, budget_tokens, seconds)
 
-    timed('(a) L0 + dynamic loading', lambda: l0_arm('a', 'doremi'))
-    timed('(b) L0 + constant weights', lambda: l0_arm('b', 'constant'))
-    timed('(c) one-shot + continued', oneshot_arm)
-    timed('(d) random init', scratch_arm)
+    arms: dict[str, Callable[[int], None]] = {
+        'a': lambda seed: l0_arm('a', seed, 'doremi', []),
+        'e': lambda seed: l0_arm('e', seed, 'doremi', dense_init_overrides(cfg.prune_steps)),
+        'b': lambda seed: l0_arm('b', seed, 'constant', []),
+        'c': oneshot_arm,
+        'd': scratch_arm,
+    }
+    for arm in cfg.arms:
+        for seed in cfg.seeds:
+            timed(f'({arm}) {ARM_LABELS[arm]}, seed {seed}', lambda: arms[arm](seed))
 
     def evaluate() -> None:
-        for name, (model_dir, tokens) in models.items():
+        for name, (model_dir, tokens, seconds) in models.items():
             losses = stages.eval_losses(model_dir, heldout, cfg.heldout_rows)
-            result.rows.append(Row(name, model_params(model_dir), losses, tokens))
+            result.rows.append(Row(name, model_params(model_dir), losses, tokens, seconds))
     timed('held-out evaluation', evaluate)
     timed('report', lambda: stages.report(runs, out / 'report'))
     return result
@@ -207,11 +250,13 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
 
 def markdown_table(result: Comparison) -> str:
     domains = list(result.rows[0].losses)
-    lines = ['| model | parameters | train tokens | ' + ' | '.join(domains) + ' | average |',
-             '|---|---:|---:|' + '---:|' * (len(domains) + 1)]
+    lines = ['| model | parameters | train tokens | ' + ' | '.join(domains) + ' | average | arm run time |',
+             '|---|---:|---:|' + '---:|' * (len(domains) + 2)]
     for row in result.rows:
         cells = ' | '.join(f'{row.losses[d]:.3f}' for d in domains)
-        lines.append(f'| {row.name} | {row.params / 1e6:.1f}M | {row.trained_tokens:,} | {cells} | {row.average:.3f} |')
+        seconds = f'{row.seconds / 60:.1f} min' if row.seconds is not None else ''
+        lines.append(f'| {row.name} | {row.params / 1e6:.1f}M | {row.trained_tokens:,} | {cells} | {row.average:.3f} '
+                     f'| {seconds} |')
     return '\n'.join(lines) + '\n'
 
 
@@ -238,11 +283,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument('--calib-rows', type=int, default=64)
     parser.add_argument('--heldout-rows', type=int, default=16)
     parser.add_argument('--scratch-lr', type=float, default=1e-3)
+    parser.add_argument('--arms', default='a,e,c', help=f'arms to run, of {ARM_LABELS} (default a,e,c)')
+    parser.add_argument('--seeds', default='17,18', help='seeds of every arm (default 17,18)')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
     cfg = QualityConfig(out=args.out, data=args.data, heldout=args.heldout, source=args.source,
                         prune_steps=args.prune_steps, continue_steps=args.continue_steps, calib_rows=args.calib_rows,
-                        heldout_rows=args.heldout_rows, scratch_lr=args.scratch_lr)
+                        heldout_rows=args.heldout_rows, scratch_lr=args.scratch_lr,
+                        arms=args.arms.split(','), seeds=[int(x) for x in args.seeds.split(',')])
     start = time.monotonic()
     result = run_comparison(cfg)
     path = write_outputs(result, cfg.out.resolve())

@@ -69,7 +69,7 @@ def run_demo(cfg: DemoConfig) -> Path:
         f'variables.model_dir={paths["model"]}', f'variables.data_dir={paths["data"]}',
         f'variables.run_dir={paths["prune"]}', f'max_duration={cfg.prune_batches}ba', ref_override,
         'save_overwrite=true', f'save_interval={cfg.prune_batches}ba',
-        f'model.pruning.lagrangian_warmup={max(1, cfg.prune_batches // 5)}ba', *stages.interval_overrides(cfg.prune_batches),
+        *stages.settle_overrides(cfg.prune_batches), *stages.interval_overrides(cfg.prune_batches),
     ]))
     stage('export', lambda: stages.export(paths['prune'] / 'checkpoints' / 'latest-rank0.pt', paths['exported']))
     stage('continue', lambda: stages.train(REPO_YAMLS / 'continue_pretrain.yaml', [

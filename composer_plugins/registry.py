@@ -20,6 +20,8 @@ def register_all() -> None:
     from llmfoundry import registry
 
     from composer_plugins.callbacks.dynamic_loading import DynamicLoading
+    from composer_plugins.callbacks.lagrangian import LagrangianAscent
+    from composer_plugins.callbacks.mask_learning import MaskLearning
     from composer_plugins.callbacks.pruning_monitor import PruningMonitor
     from composer_plugins.callbacks.sample_log import SampleLog
     from composer_plugins.data.mixture_loader import build_domain_mixture_dataloader
@@ -30,6 +32,8 @@ def register_all() -> None:
 
     registry.models.register('shear_causal_lm', func=ShearCausalLM)
     registry.callbacks.register('pruning_monitor', func=PruningMonitor)
+    registry.callbacks.register('mask_learning', func=MaskLearning)
+    registry.callbacks.register('lagrangian', func=LagrangianAscent)
     registry.callbacks.register('dynamic_loading', func=DynamicLoading)
     registry.callbacks.register('sample_log', func=SampleLog)
     registry.loggers.register('jsonl', func=JsonlMetricsLogger)

@@ -64,6 +64,14 @@ def interval_overrides(batches: int) -> list[str]:
     return [f'train_loader.dataset.interval_batches={interval}', f'eval_interval={interval}ba']
 
 
+def settle_overrides(batches: int) -> list[str]:
+    """The pruning stage's settle phase: its last fifth, at least 2 batches, ends on the target sparsity.
+
+    Two at least, so that the last logged forward already ran after a projection.
+    """
+    return [f'callbacks.mask_learning.settle={min(batches, max(2, batches // 5))}ba']
+
+
 def train(yaml: Path, overrides: Sequence[str]) -> None:
     """``composer train.py YAML overrides...`` in this process (one rank)."""
     from composer_plugins.data.streaming_memory import released_streaming_memory

@@ -1,4 +1,7 @@
-"""Pruning bookkeeping: feeds the step to the Lagrangian ramp, clamps gates, logs, saves masks.
+"""Pruning logging: l0/* metrics every batch and the deterministic masks at each evaluation.
+
+It only reads: the log-alphas belong to ``callbacks.mask_learning`` and the multipliers
+and target ramp to ``callbacks.lagrangian``.
 
 Metric keys logged every batch (``<mask>`` is each mask type of the run):
 
@@ -51,13 +54,8 @@ class PruningMonitor(Callback):
     def fit_start(self, state: State, logger: Logger) -> None:
         self._mask_names = self._model(state).pruner.l0_masks.names
 
-    def before_forward(self, state: State, logger: Logger) -> None:
-        self._model(state).pruning_step = int(state.timestamp.batch.value)
-
     def batch_end(self, state: State, logger: Logger) -> None:
         model = self._model(state)
-        with torch.no_grad():
-            model.pruner.l0_masks.clamp_()
         out = model.last_pruner_output
         if out is None:
             return

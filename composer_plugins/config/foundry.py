@@ -6,28 +6,11 @@ from typing import Any
 from composer_plugins.config.schema import RunConfig
 from composer_plugins.config.typed import to_dict
 
-# Substrings of the Composer model's parameter names (see ShearCausalLM / Pruner).
-LOG_ALPHA_PARAMS = 'pruner.l0_masks.'
-MULTIPLIER_PARAMS = 'pruner.lagrangian.'
-
-
 def to_foundry_config(run_cfg: RunConfig) -> dict[str, Any]:
-    """llm-foundry train config; with pruning, three optimizer parameter groups.
-
-    Groups: model weights (``lr``), log-alphas (``lag_lr``, no weight decay) and the
-    Lagrange multipliers (``lag_lr``, no weight decay, ``maximize=True``: gradient
-    ascent on the Lagrangian, paper eq. 3).
-    """
+    """The llm-foundry train config (the optimizer is the weights' only; see the pruning callbacks)."""
     data = to_dict(run_cfg)
     if data.get('loggers'):
         data['loggers'] = _enabled_loggers(data['loggers'])
-    optimizer = data['optimizer']
-    lag_lr = optimizer.pop('lag_lr')
-    if run_cfg.model.pruning is not None:
-        optimizer['param_groups'] = [
-            {'param_str_match': LOG_ALPHA_PARAMS, 'lr': lag_lr, 'weight_decay': 0.0},
-            {'param_str_match': MULTIPLIER_PARAMS, 'lr': lag_lr, 'weight_decay': 0.0, 'maximize': True},
-        ]
     return data
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
 from composer_plugins.data.domain_weights import read_domain_weights
+from composer_plugins.config.typed import from_dict
 from composer_plugins.errors import ConfigError
 from composer_plugins.pruning.config import PruningConfig
 
@@ -157,19 +158,37 @@ class MixtureLoaderConfig(DataLoaderOptions):
 LoaderConfig = Union[TextLoaderConfig, MixtureLoaderConfig]
 
 
+def _check_pruning_callbacks(callbacks: dict[str, Any]) -> None:
+    """``model.pruning`` needs the two callbacks that train the masks; their arguments are checked now."""
+    from composer_plugins.pruning.config import LagrangianConfig, MaskLearningConfig
+
+    for name, schema, role in (('mask_learning', MaskLearningConfig, 'the log-alphas: init, optimizer, settle'),
+                               ('lagrangian', LagrangianConfig, 'the multipliers and the target ramp')):
+        if name not in callbacks:
+            raise ConfigError(f'callbacks.{name}: required with model.pruning (it owns {role})')
+        from_dict(schema, callbacks[name] or {}, f'callbacks.{name}')
+
+
 @dataclass
 class OptimizerConfig:
-    """``optimizer:``: an optimizer from llm-foundry's registry (``decoupled_adamw``, ``adamw`` ...).
+    """``optimizer:``: the weights' optimizer, any of llm-foundry's registry (``decoupled_adamw``,
+    ``adamw``, ``decoupled_lionw`` ...). Unset ``betas`` / ``eps`` take the optimizer's defaults.
 
-    ``lag_lr`` is the learning rate of the log-alphas and of the Lagrange multipliers
-    when ``model.pruning`` is set (the paper uses 1.0).
+    With ``model.pruning`` the log-alphas and the multipliers are not in it: they belong to
+    ``callbacks.mask_learning`` and ``callbacks.lagrangian``, each with its own rate
+    (``lag_lr`` is therefore an error naming those keys).
     """
     name: str
     lr: float
-    lag_lr: float = 1.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
-    eps: float = 1e-8
+    betas: Optional[list[float]] = None
+    eps: Optional[float] = None
     weight_decay: float = 0.0
+    lag_lr: Optional[float] = None
+
+    def validate(self, path: str) -> None:
+        if self.lag_lr is not None:
+            raise ConfigError(f'{path}.lag_lr: removed; the log-alphas learn in callbacks.mask_learning '
+                              '(lr) and the Lagrange multipliers in callbacks.lagrangian (lr)')
 
 
 @dataclass
@@ -314,16 +333,7 @@ class RunConfig:
         if self.eval_loader is not None and self.eval_loaders is not None:
             raise ConfigError('eval_loader and eval_loaders: set one of them, not both')
         if self.model.pruning is not None:
-            if self.optimizer.name != 'adamw':
-                raise ConfigError(
-                    f"optimizer.name: got {self.optimizer.name!r}; model.pruning needs 'adamw' "
-                    '(the multipliers use gradient ascent, maximize=True)',
-                )
-            if 'pruning_monitor' not in (self.callbacks or {}):
-                raise ConfigError(
-                    'callbacks.pruning_monitor: required with model.pruning (it feeds the step to the '
-                    'Lagrangian warm-up, clamps the gates and logs l0/* metrics)',
-                )
+            _check_pruning_callbacks(self.callbacks or {})
             if self.fsdp_config is not None and self.fsdp_config.low_precision_params(self.precision):
                 raise ConfigError(
                     f'fsdp_config.mixed_precision: got {self.fsdp_config.describe_mixed_precision()} with '

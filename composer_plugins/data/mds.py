@@ -46,3 +46,36 @@ def write_token_rows(out_dir: str | Path, rows: Iterable[np.ndarray], vocab_size
             count += 1
     log.info('Wrote %d rows to %s', count, out_dir)
     return count
+
+
+def read_rows_in_place(split_dir: str | Path, max_rows: int) -> list[np.ndarray]:
+    """The first ``max_rows`` rows (column ``tokens``) of the local MDS folder ``split_dir``, in order.
+
+    Reads the shards listed in ``index.json`` directly, with no ``StreamingDataset``: no
+    shared memory is created or cleaned, so it is safe inside a training process whose own
+    datasets are live. Compressed shards are not supported (``shear prep`` writes raw ones).
+
+    Raises:
+        ShearError: a missing or unreadable index, or compressed shards.
+    """
+    import json
+
+    from streaming.base.format import reader_from_json
+
+    from composer_plugins.errors import ShearError
+
+    index_path = Path(split_dir) / 'index.json'
+    try:
+        shards = json.loads(index_path.read_text())['shards']
+    except (OSError, ValueError, KeyError) as err:
+        raise ShearError(f'{index_path}: cannot read the MDS index: {err}') from err
+    rows: list[np.ndarray] = []
+    for info in shards:
+        if info.get('compression'):
+            raise ShearError(f'{index_path}: compressed shards ({info["compression"]}) cannot be read in place')
+        shard = reader_from_json(str(split_dir), None, info)
+        for index in range(shard.samples):
+            if len(rows) >= max_rows:
+                return rows
+            rows.append(np.asarray(shard.get_item(index)[TOKENS_COLUMN]).astype(np.int64))
+    return rows

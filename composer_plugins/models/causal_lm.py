@@ -38,9 +38,10 @@ class ShearCausalLM(HuggingFaceModel):
 
     Attributes:
         pruner: the masks and multipliers, or None for plain training.
-        pruning_step: the batch the Lagrangian target ramp is evaluated at; set by
-            :class:`~composer_plugins.callbacks.pruning_monitor.PruningMonitor` from
-            ``state.timestamp``.
+        pruning_step: the batch of the gate noise; set from ``state.timestamp`` by the
+            ``lagrangian`` callback (:class:`~composer_plugins.callbacks.lagrangian.LagrangianAscent`).
+        pruning_targets: the target sparsity of each mask at that batch (on the callback's
+            ramp); None means the final targets.
         last_pruner_output: the latest forward's :class:`PrunerOutput` (for logging).
     """
 
@@ -70,6 +71,7 @@ class ShearCausalLM(HuggingFaceModel):
         self.pruner: Optional[Pruner] = None
         self.mask_applier: Optional[MaskApplier] = None
         self.pruning_step = 0
+        self.pruning_targets: Optional[dict[str, float]] = None
         self.last_pruner_output: Optional[PrunerOutput] = None
         self._lagrangian: Optional[torch.Tensor] = None
         if pruning is not None:
@@ -81,15 +83,13 @@ class ShearCausalLM(HuggingFaceModel):
         target_shape = cfg.target.to_shape(source_shape)
         validate_target(source_shape, target_shape)
         mask_types = cfg.mask_types if cfg.mask_types is not None else default_mask_types(source_shape)
-        self.pruner = Pruner(
-            source_shape, target_shape, mask_types, cfg.lagrangian_warmup_batches, cfg.init_drop_prob,
-            source_name=self.source, sample_seed=cfg.sample_seed,
-        )
+        self.pruner = Pruner(source_shape, target_shape, mask_types, source_name=self.source,
+                             sample_seed=cfg.sample_seed)
         self.mask_applier = MaskApplier(self.model, adapter, source_shape)
 
     def forward(self, batch: Mapping[str, Any]) -> Any:
         if self.pruner is not None:
-            out = self.pruner(self.pruning_step)
+            out = self.pruner(self.pruning_step, self.pruning_targets)
             self.mask_applier.set_masks(out.masks)
             self.last_pruner_output = out
             self._lagrangian = out.lagrangian if self.training else None

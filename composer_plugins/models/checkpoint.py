@@ -26,7 +26,6 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 
 from composer_plugins.errors import ShearError
 from composer_plugins.models.pruner import Pruner
-from composer_plugins.pruning.hard_concrete import DEFAULT_INIT_DROP_PROB
 from composer_plugins.pruning.shapes import ModelShape
 
 log = logging.getLogger(__name__)
@@ -110,8 +109,7 @@ def _rebuild_pruner(model_state: dict[str, Any], path: Path) -> Pruner:
             'it was saved from a model trained without model.pruning')
     try:
         source, target = ModelShape(**extra['source']), ModelShape(**extra['target'])
-        pruner = Pruner(source, target, list(extra['mask_types']), int(extra['lagrangian_warmup_batches']),
-                        init_drop_prob=DEFAULT_INIT_DROP_PROB)
+        pruner = Pruner(source, target, list(extra['mask_types']))
         pruner_state = {k[len(PRUNER_PREFIX):]: v for k, v in model_state.items() if k.startswith(PRUNER_PREFIX)}
         pruner.load_state_dict(pruner_state, strict=True)
     except ShearError:

@@ -16,7 +16,10 @@ shape. The export reproduces exactly the computation of
   and :class:`~composer_plugins.models.masked_norm.MaskedRMSNorm` over the kept channels
   becomes a plain RMSNorm of the exported width; tied embeddings therefore stay tied.
 
-Everything is computed in float32 on the CPU.
+Everything is computed on the CPU in float32, or in float64 when the source model is
+float64 (so that tests can compare the masked and exported models in float64). Finally
+:func:`~composer_plugins.models.dead_units.check_no_dead_units` makes sure that every kept
+unit of the exported model still computes something.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ from composer_plugins.errors import ShearError
 from composer_plugins.models.mask_scales import attention_layer_mask, ffn_scales, head_scales, mlp_layer_mask
 from composer_plugins.output_dirs import check_out_dir, staged_output
 from composer_plugins.models.adapters import adapter_for
+from composer_plugins.models.dead_units import check_no_dead_units
 from composer_plugins.pruning.shapes import ModelShape
 
 log = logging.getLogger(__name__)
@@ -82,13 +86,15 @@ class KeptStructure:
 def _kept_in_rows(values: torch.Tensor, keep: int, name: str) -> torch.Tensor:
     """Indices (sorted) of the ``keep`` kept units in every row of a deterministic mask.
 
-    Kept units are the non-zero ones. A kept unit whose soft value is exactly 0 cannot be
-    told apart from a pruned one; then zero-valued units (lowest index first) fill the row
-    up to ``keep``. That is exact too: the export folds their zero scale into the weights.
+    Kept units are the non-zero ones, and every row must have exactly ``keep`` of them. A
+    row with fewer means that some kept units have value 0: exported, they would be *dead*
+    units (zero weights that cost memory and FLOPs and compute nothing), so this is an
+    error. :meth:`L0Masks.deterministic` never makes such masks (every kept unit is at least
+    :data:`~composer_plugins.pruning.hard_concrete.KEPT_VALUE_FLOOR`).
 
     Raises:
         ShearError: a row has more than ``keep`` non-zero units (not a deterministic mask
-            of the target shape).
+            of the target shape), or fewer (kept units with value 0: dead units).
     """
     nonzero = (values != 0).sum(-1)
     if bool((nonzero > keep).any()):
@@ -96,7 +102,10 @@ def _kept_in_rows(values: torch.Tensor, keep: int, name: str) -> torch.Tensor:
             f"mask '{name}' keeps {nonzero.max().item()} units in a row but the target keeps {keep}; "
             'export needs deterministic masks (L0Masks.deterministic())')
     if bool((nonzero < keep).any()):
-        log.warning("mask '%s': some kept units have value 0; exporting zero-scaled units in their place", name)
+        raise ShearError(
+            f"mask '{name}' has only {nonzero.min().item()} non-zero units in a row but the target keeps {keep}: "
+            'kept units have value 0 and would be exported as dead units (all-zero weights); '
+            'export needs deterministic masks (L0Masks.deterministic())')
     order = torch.sort(values, dim=-1, descending=True, stable=True).indices[..., :keep]
     return torch.sort(order, dim=-1).values
 
@@ -132,7 +141,12 @@ _MASKS_FOR_DIM: dict[str, tuple[str, ...]] = {
 """The masks that can shrink each shape dimension."""
 
 
-def kept_structure(masks: Mapping[str, torch.Tensor], source: ModelShape, target: ModelShape) -> KeptStructure:
+def kept_structure(
+    masks: Mapping[str, torch.Tensor],
+    source: ModelShape,
+    target: ModelShape,
+    dtype: torch.dtype = torch.float32,
+) -> KeptStructure:
     """Reads the kept units and folded scales from deterministic masks.
 
     The scales are computed exactly as :meth:`MaskApplier.set_masks` computes them.
@@ -141,6 +155,7 @@ def kept_structure(masks: Mapping[str, torch.Tensor], source: ModelShape, target
         masks: deterministic masks by name (:meth:`L0Masks.deterministic`).
         source: shape of the masked model.
         target: shape of the exported model.
+        dtype: dtype of the masks and scales (that of the export's computation).
 
     Returns:
         The kept structure.
@@ -150,7 +165,7 @@ def kept_structure(masks: Mapping[str, torch.Tensor], source: ModelShape, target
             different layers (an HF model cannot drop only half a layer), a soft hidden
             mask, or kept counts that differ from ``target``.
     """
-    masks = {name: value.detach().to('cpu', torch.float32) for name, value in masks.items()}
+    masks = {name: value.detach().to('cpu', dtype) for name, value in masks.items()}
     _check_mask_shapes(masks, source)
     n_layers, n_groups, q_per_kv = source.num_layers, source.num_key_value_heads, source.q_per_kv
     problems = []
@@ -191,9 +206,9 @@ def kept_structure(masks: Mapping[str, torch.Tensor], source: ModelShape, target
 
     # Per-head and per-channel scales, exactly those the mask hooks apply.
     head = head_scales(masks, source)
-    head = torch.ones(n_layers, n_groups, q_per_kv) if head is None else head
+    head = torch.ones(n_layers, n_groups, q_per_kv, dtype=dtype) if head is None else head.to(dtype)
     ffn = ffn_scales(masks, source)
-    ffn = torch.ones(n_layers, source.intermediate_size) if ffn is None else ffn
+    ffn = torch.ones(n_layers, source.intermediate_size, dtype=dtype) if ffn is None else ffn.to(dtype)
 
     groups = (_kept_in_rows(masks['kv_group'], target.num_key_value_heads, 'kv_group') if 'kv_group' in masks
               else torch.arange(n_groups).expand(n_layers, n_groups))
@@ -229,6 +244,11 @@ def _exported_config(config: Any, kept: KeptStructure, source: ModelShape, targe
     return new
 
 
+def export_dtype(hf_model: PreTrainedModel) -> torch.dtype:
+    """The dtype the export computes and returns in: float64 for a float64 source, else float32."""
+    return torch.float64 if hf_model.dtype == torch.float64 else torch.float32
+
+
 @torch.no_grad()
 def export_pruned_model(
     hf_model: PreTrainedModel,
@@ -246,25 +266,28 @@ def export_pruned_model(
         target: the exported shape.
 
     Returns:
-        A float32 CPU model whose logits equal the masked model's (up to float rounding),
-        with ``config`` a copy of the source's with only the shape fields changed.
+        A CPU model (float64 when ``hf_model`` is, float32 otherwise; see
+        :func:`export_dtype`) whose logits equal the masked model's (up to float
+        rounding), with ``config`` a copy of the source's with only the shape fields changed.
 
     Raises:
-        ShearError: the masks cannot be exported (see :func:`kept_structure`) or
-            ``source`` does not describe ``hf_model``.
+        ShearError: the masks cannot be exported (see :func:`kept_structure`),
+            ``source`` does not describe ``hf_model``, or the exported model has dead
+            kept units (see :func:`~composer_plugins.models.dead_units.check_no_dead_units`).
     """
     actual = ModelShape.from_hf_config(hf_model.config)
     if actual != source:
         raise ShearError(f'the model has shape {actual}, but the masks were built for {source}')
     adapter = adapter_for(hf_model.config)
-    kept = kept_structure(masks, source, target)
+    dtype = export_dtype(hf_model)
+    kept = kept_structure(masks, source, target, dtype)
     config = _exported_config(hf_model.config, kept, source, target)
     with no_init_weights():
         new_model = type(hf_model)(config)
-    new_model.to(device='cpu', dtype=torch.float32)
+    new_model.to(device='cpu', dtype=dtype)
 
     def weight(module: torch.nn.Module, name: str = 'weight') -> torch.Tensor:
-        return getattr(module, name).detach().to('cpu', torch.float32)
+        return getattr(module, name).detach().to('cpu', dtype)
 
     hid = torch.tensor(kept.hidden, dtype=torch.long)
     head_dim = source.head_dim
@@ -303,6 +326,7 @@ def export_pruned_model(
     exported = ModelShape.from_hf_config(new_model.config)
     if exported != target:
         raise ShearError(f'internal error: exported shape {exported} != target {target}')
+    check_no_dead_units(new_model)
     new_model.eval()
     log.info('Exported %s -> %s (%d parameters)', source, target, sum(p.numel() for p in new_model.parameters()))
     return new_model

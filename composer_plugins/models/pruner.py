@@ -1,12 +1,14 @@
 """The pruning state of a model: L0 masks plus Lagrange multipliers, as one module.
 
 It is one FSDP unit, and everything that reads ``log_alpha`` or the multipliers
-happens inside its ``forward`` (FSDP2 parameters are DTensors outside it).
+happens inside its ``forward`` (FSDP2 parameters are DTensors outside it). It holds
+parameters only: how they learn (optimizers, schedules, initialisation, the target ramp)
+belongs to the ``mask_learning`` and ``lagrangian`` callbacks.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Mapping, Optional
 
 import torch
 from torch import nn
@@ -17,7 +19,8 @@ from composer_plugins.pruning.lagrangian import LagrangianMultipliers
 from composer_plugins.pruning.masks import L0Masks
 from composer_plugins.pruning.shapes import ModelShape
 
-PRUNER_STATE_VERSION = 1
+PRUNER_STATE_VERSION = 2
+_READABLE_VERSIONS = (1, 2)  # version 1 also recorded the warm-up, now the lagrangian callback's
 
 
 @dataclass
@@ -40,10 +43,10 @@ torch.export.register_dataclass(PrunerOutput)
 class Pruner(nn.Module):
     """L0 masks (Louizos et al. 2018) with the Lagrangian constraint of paper eq. 2.
 
-    ``forward(step)`` returns sampled masks in training mode and deterministic ones
-    (exact target counts) in eval mode, plus the Lagrangian term
-    ``sum_m lambda1_m (s_m - t_m) + lambda2_m (s_m - t_m)^2`` with ``t_m`` on its
-    linear warm-up ramp at ``step``.
+    ``forward(step, targets)`` returns sampled masks in training mode and deterministic
+    ones (exact target counts) in eval mode, plus the Lagrangian term
+    ``sum_m lambda1_m (s_m - t_m) + lambda2_m (s_m - t_m)^2`` for the given targets
+    ``t_m`` (the final ones when ``targets`` is None).
     """
 
     def __init__(
@@ -51,8 +54,6 @@ class Pruner(nn.Module):
         source: ModelShape,
         target: ModelShape,
         mask_types: list[str],
-        lagrangian_warmup_batches: int,
-        init_drop_prob: float,
         source_name: str = '',
         sample_seed: int = 0,
     ) -> None:
@@ -60,8 +61,7 @@ class Pruner(nn.Module):
         self.source_name = source_name
         self.sample_seed = sample_seed
         self.mask_types = list(mask_types)
-        self.lagrangian_warmup_batches = lagrangian_warmup_batches
-        self.l0_masks = L0Masks(source, target, mask_types, init_drop_prob=init_drop_prob)
+        self.l0_masks = L0Masks(source, target, mask_types)
         self.lagrangian = LagrangianMultipliers(self.l0_masks.names)
 
     @property
@@ -72,13 +72,13 @@ class Pruner(nn.Module):
     def target(self) -> ModelShape:
         return self.l0_masks.target
 
-    def forward(self, step: int) -> PrunerOutput:
+    def forward(self, step: int, targets: Optional[Mapping[str, float]] = None) -> PrunerOutput:
         if self.training:
             masks = self.l0_masks.sample(self._generator(step))
         else:
             masks = self.l0_masks.deterministic()
         expected = self.l0_masks.expected_sparsity()
-        target = self.l0_masks.target_sparsity_at(step, self.lagrangian_warmup_batches)
+        target = dict(targets) if targets is not None else self.l0_masks.target_sparsity()
         lagrangian, _ = self.lagrangian(expected, target)
         return PrunerOutput(masks, lagrangian, expected, target, self.l0_masks.expected_params())
 
@@ -100,13 +100,12 @@ class Pruner(nn.Module):
             'source': asdict(self.source),
             'target': asdict(self.target),
             'mask_types': self.mask_types,
-            'lagrangian_warmup_batches': self.lagrangian_warmup_batches,
             'source_name': self.source_name,
         }
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        if state.get('version') != PRUNER_STATE_VERSION:
-            raise ShearError(f'pruner state version {state.get("version")} != {PRUNER_STATE_VERSION}')
+        if state.get('version') not in _READABLE_VERSIONS:
+            raise ShearError(f'pruner state version {state.get("version")} is not one of {_READABLE_VERSIONS}')
         mismatch = [
             key for key, mine in (('source', self.source), ('target', self.target)) if state[key] != asdict(mine)
         ]

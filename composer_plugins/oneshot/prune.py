@@ -10,16 +10,15 @@ calibration data).
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
-import numpy as np
 import yaml
 
 from composer_plugins.config.typed import from_dict
-from composer_plugins.data.reference_losses import load_reference_model, read_token_rows, resolve_domains
+from composer_plugins.data.calibration import calibration_rows
+from composer_plugins.data.reference_losses import load_reference_model
 from composer_plugins.errors import ShearError
 from composer_plugins.oneshot.importance import measure_importance
 from composer_plugins.oneshot.select import select_masks
@@ -80,24 +79,6 @@ def read_target(spec: str) -> TargetShapeConfig:
             raise ShearError(f'--target {spec!r}: expected KEY=INT,... (or a run YAML), got {item!r}')
         values[key.strip()] = int(value)
     return from_dict(TargetShapeConfig, values, '--target')
-
-
-def calibration_rows(data: Path, split: str, domains: Optional[Sequence[str]], count: int) -> list[np.ndarray]:
-    """``count`` rows: the first ``ceil(count / D)`` rows of each of the ``D`` domains, interleaved.
-
-    Raises:
-        ShearError: Missing shards, or fewer than ``count`` rows in all.
-    """
-    if count < 1:
-        raise ShearError(f'--calib-rows {count}: must be at least 1')
-    chosen = resolve_domains(data, split, domains)
-    per_domain = math.ceil(count / len(chosen))
-    by_domain = [read_token_rows(Path(data) / d / split, per_domain) for d in chosen]
-    interleaved = [rows[i] for i in range(per_domain) for rows in by_domain if i < len(rows)][:count]
-    if len(interleaved) < count:
-        raise ShearError(f'{data}: only {len(interleaved)} {split} rows in domains {chosen}, '
-                         f'fewer than --calib-rows {count}')
-    return interleaved
 
 
 def _source_tokenizer(model: str) -> Any:

@@ -119,10 +119,24 @@ def _validate_without_data(raw: dict[str, Any]) -> tuple[RunConfig, list[str]]:
                 model['source'] = _STUB_MODEL  # the shape is resolved separately (source_shape.py)
                 if _looks_like_path(source):
                     missing.append(f'model.source: {source}')
+        missing += _stub_calibration(stubbed.get('callbacks'), stub_root)
         config = from_dict(RunConfig, stubbed)
     for item in missing:
         log.warning('not found on this machine: %s', item)
     return config, missing
+
+
+def _stub_calibration(callbacks: Any, stub_root: str) -> list[str]:
+    """Point ``callbacks.mask_learning.calibration.data`` at ``stub_root`` if it does not exist here."""
+    calibration = (callbacks or {}).get('mask_learning', {}) if isinstance(callbacks, dict) else {}
+    calibration = calibration.get('calibration') if isinstance(calibration, dict) else None
+    if not isinstance(calibration, dict) or not isinstance(calibration.get('data'), str):
+        return []
+    data = calibration['data']
+    if os.path.isdir(os.path.expanduser(data)):
+        return []
+    calibration['data'] = stub_root
+    return [f'callbacks.mask_learning.calibration.data: {data}']
 
 
 def _looks_like_path(value: str) -> bool:

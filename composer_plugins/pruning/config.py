@@ -1,7 +1,9 @@
 """Typed ``model.pruning`` section of a run YAML (pure Python)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import os
+from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
 
 from composer_plugins.errors import ConfigError
@@ -37,37 +39,152 @@ class TargetShapeConfig:
 
 @dataclass
 class PruningConfig:
-    """``model.pruning``: learn L0 masks to reach ``target`` (paper §2.1).
+    """``model.pruning``: the L0 masks that prune the model to ``target`` (paper §2.1).
+
+    The model holds only the masks and their hooks; how they learn belongs to two
+    callbacks, ``callbacks.mask_learning`` (log-alphas) and ``callbacks.lagrangian``
+    (multipliers and the target ramp).
 
     Attributes:
         target: the exact target shape.
         mask_types: structures to prune (``layer`` or ``head_layer`` + ``mlp``, ``kv_group``,
             ``head``, ``intermediate``, ``hidden``); default: every structure the model has
             (``head`` only with grouped-query attention).
-        lagrangian_warmup: batches (``640ba`` or 640) over which the target sparsity ramps
-            linearly from 0 to its final value.
-        init_drop_prob: initial drop probability of every gate (small = keep everything).
         sample_seed: seed of the gate noise; the noise of step n depends only on
             (sample_seed, n), so a resumed run replays it exactly.
+        lagrangian_warmup, init_drop_prob: moved to the callbacks; setting them is an
+            error that names the new key.
     """
     target: TargetShapeConfig
-    lagrangian_warmup: Union[int, str] = 0
     mask_types: Optional[list[MaskType]] = None
-    init_drop_prob: float = DEFAULT_INIT_DROP_PROB
     sample_seed: int = 0
-
-    @property
-    def lagrangian_warmup_batches(self) -> int:
-        value = self.lagrangian_warmup
-        if isinstance(value, str):
-            if not value.endswith('ba') or not value[:-2].isdigit():
-                raise ConfigError(f'model.pruning.lagrangian_warmup: got {value!r}; expected batches like 640ba')
-            return int(value[:-2])
-        return value
+    lagrangian_warmup: Optional[Union[int, str]] = None
+    init_drop_prob: Optional[float] = None
 
     def validate(self, path: str) -> None:
-        _ = self.lagrangian_warmup_batches
-        if not 0.0 < self.init_drop_prob < 1.0:
-            raise ConfigError(f'{path}.init_drop_prob: got {self.init_drop_prob}; expected a value in (0, 1)')
+        moved = {'lagrangian_warmup': 'callbacks.lagrangian.target_warmup',
+                 'init_drop_prob': 'callbacks.mask_learning.init_drop_prob (with init: dense)'}
+        for key, new_key in moved.items():
+            if getattr(self, key) is not None:
+                raise ConfigError(f'{path}.{key}: moved; set {new_key} instead')
         if self.mask_types is not None and len(set(self.mask_types)) != len(self.mask_types):
             raise ConfigError(f'{path}.mask_types: {self.mask_types} lists a mask type twice')
+
+
+def batches(value: Union[int, str], path: str) -> int:
+    """``640ba`` or ``640`` as a number of batches (>= 0)."""
+    if isinstance(value, str):
+        if not value.endswith('ba') or not value[:-2].isdigit():
+            raise ConfigError(f'{path}: got {value!r}; expected batches like 640ba')
+        return int(value[:-2])
+    if isinstance(value, bool) or value < 0:
+        raise ConfigError(f'{path}: got {value!r}; expected a number of batches >= 0')
+    return value
+
+
+def _check_positive(path: str, **values: float) -> None:
+    for key, value in values.items():
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f'{path}.{key}: got {value}; expected a finite number > 0')
+
+
+def _check_betas(path: str, betas: list[float]) -> None:
+    if len(betas) != 2 or not all(math.isfinite(b) and 0.0 <= b < 1.0 for b in betas):
+        raise ConfigError(f'{path}.betas: got {betas}; expected two numbers in [0, 1)')
+
+
+@dataclass
+class CalibrationConfig:
+    """Rows the importance scores of ``init: importance`` are measured on (as ``shear prune-oneshot``).
+
+    Attributes:
+        data: ``shear prep`` output (``<data>/<domain>/<split>``) or one MDS folder with ``<split>/``.
+        rows: calibration rows in all, spread evenly over the domains.
+        split: split the rows come from (``train``: never the eval data).
+        domains: domains to take rows from (default: all of ``data``'s).
+        batch_size: rows per forward pass.
+    """
+    data: str
+    rows: int = 64
+    split: str = 'train'
+    domains: Optional[list[str]] = None
+    batch_size: int = 4
+
+    def validate(self, path: str) -> None:
+        if not os.path.isdir(self.data):
+            raise ConfigError(f'{path}.data: {self.data!r} is not a directory (expected shear prep output)')
+        if self.rows < 1 or self.batch_size < 1:
+            raise ConfigError(f'{path}: rows ({self.rows}) and batch_size ({self.batch_size}) must be >= 1')
+
+
+@dataclass
+class MaskLearningConfig:
+    """``callbacks.mask_learning``: how the log-alphas start and learn.
+
+    Attributes:
+        init: ``importance`` (default): log-alphas from the one-shot activation importance
+            of ``calibration`` rows, so the initial deterministic masks are the one-shot masks
+            and the expected sparsity starts at the target; ``dense``: the paper's start,
+            every gate at ``log((1 - d) / d)`` with ``d = init_drop_prob``.
+        calibration: the rows of ``init: importance`` (required for it).
+        init_drop_prob: ``d`` of ``init: dense``.
+        init_margin: ``|log_alpha|`` of kept / pruned units of ``init: importance`` before
+            they are shifted onto the target.
+        lr, betas, eps: Adam on the log-alphas (their own optimizer, not the weights').
+        lr_schedule: ``constant`` or ``linear`` decay to 0 at ``max_duration``.
+        settle: the last batches of the run in which, after each step, every mask's
+            log-alphas are shifted onto its final target sparsity (a common shift per mask,
+            which keeps the kept units): the run ends at the target.
+    """
+    init: Literal['importance', 'dense'] = 'importance'
+    calibration: Optional[CalibrationConfig] = None
+    init_drop_prob: float = DEFAULT_INIT_DROP_PROB
+    init_margin: float = 5.0
+    lr: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    lr_schedule: Literal['constant', 'linear'] = 'constant'
+    settle: Union[int, str] = 0
+
+    @property
+    def settle_batches(self) -> int:
+        return batches(self.settle, 'callbacks.mask_learning.settle')
+
+    def validate(self, path: str) -> None:
+        _check_positive(path, lr=self.lr, eps=self.eps, init_margin=self.init_margin)
+        _check_betas(path, self.betas)
+        batches(self.settle, f'{path}.settle')
+        if not 0.0 < self.init_drop_prob < 1.0:
+            raise ConfigError(f'{path}.init_drop_prob: got {self.init_drop_prob}; expected a value in (0, 1)')
+        if self.init == 'importance' and self.calibration is None:
+            raise ConfigError(f'{path}.calibration: required with init: importance '
+                              '(e.g. calibration: {data: <shear prep output>, rows: 64})')
+
+
+@dataclass
+class LagrangianConfig:
+    """``callbacks.lagrangian``: the multipliers of paper eq. 2 and the target ramp.
+
+    Attributes:
+        lr: learning rate of the ascent on the multipliers.
+        rule: ``adam`` (the paper's: Adam with ``maximize``) or ``sgd`` (plain gradient
+            ascent, ``lambda += lr * dL/dlambda``).
+        betas, eps: Adam's, for ``rule: adam``.
+        target_warmup: batches over which each target ramps linearly from the expected
+            sparsity at the start of the run (about 0 for ``init: dense``, the target for
+            ``init: importance``) to its final value.
+    """
+    lr: float = 0.1
+    rule: Literal['adam', 'sgd'] = 'adam'
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    target_warmup: Union[int, str] = 0
+
+    @property
+    def target_warmup_batches(self) -> int:
+        return batches(self.target_warmup, 'callbacks.lagrangian.target_warmup')
+
+    def validate(self, path: str) -> None:
+        _check_positive(path, lr=self.lr, eps=self.eps)
+        _check_betas(path, self.betas)
+        batches(self.target_warmup, f'{path}.target_warmup')

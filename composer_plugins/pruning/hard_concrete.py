@@ -12,7 +12,7 @@ A gate holds one learnable ``log_alpha`` per prunable unit. Three views of it ex
 * :meth:`HardConcreteGate.keep_prob` -- ``P(z > 0)`` in closed form (Louizos et al. 2018,
   eq. 12), from which expected kept counts, sparsities and parameter counts are built;
 * :meth:`HardConcreteGate.deterministic` -- an evaluation / export mask that keeps an
-  exact number of units per row.
+  exact number of units per row, every kept unit alive (value >= :data:`KEPT_VALUE_FLOOR`).
 
 Clamp policy: ``log_alpha`` is *not* clamped inside these computations (a clamp there
 would silently zero its gradient). The training loop calls :meth:`HardConcreteGate.clamp_`
@@ -47,6 +47,16 @@ DEFAULT_INIT_DROP_PROB = 0.01
 
 At that value ``keep_prob()`` is about 0.998 and about 95 % of training samples are
 exactly 1, so pruning starts from (almost exactly) the dense source model.
+"""
+
+KEPT_VALUE_FLOOR = 0.5
+"""Smallest deterministic value of a kept unit.
+
+Rule: a kept unit has value ``max(KEPT_VALUE_FLOOR, clamp(sigmoid(log_alpha) * (r - l) + l, 0, 1))``.
+The stretched sigmoid is the gate's soft value (exactly 1 once ``log_alpha >= 2.4``, as
+for every unit a converged run keeps); the floor makes sure that a unit the mask keeps is
+never exported as zeros (a *dead* unit: memory and FLOPs that compute nothing). The
+original code's ``sigmoid(log_alpha / beta * 0.8)`` is never 0 either, but can be 1e-5.
 """
 
 SAMPLE_EPS = 1e-6
@@ -158,9 +168,10 @@ class HardConcreteGate(nn.Module):
         """Returns an evaluation mask keeping exactly ``keep_per_row`` units in every row.
 
         The kept units are those with the largest ``log_alpha`` in their row; ties go to the
-        lowest index. A kept unit has the stretched deterministic value
-        ``clamp(sigmoid(log_alpha) * (r - l) + l, 0, 1)``, or exactly 1 when ``binary``;
-        every other unit is exactly 0. The result never requires grad.
+        lowest index. A kept unit has the value ``max(KEPT_VALUE_FLOOR, clamp(sigmoid(log_alpha)
+        * (r - l) + l, 0, 1))`` (see :data:`KEPT_VALUE_FLOOR`), or exactly 1 when ``binary``;
+        every other unit is exactly 0, so every kept unit is non-zero. The result never
+        requires grad.
 
         Args:
             keep_per_row: number of units kept in each row, in ``[0, n_units]``.
@@ -179,11 +190,8 @@ class HardConcreteGate(nn.Module):
             if binary:
                 values = torch.ones_like(log_alpha)
             else:
-                values = torch.clamp(torch.sigmoid(log_alpha) * (LIMIT_R - LIMIT_L) + LIMIT_L, 0.0, 1.0)
-                n_dead = int((keep & (values == 0)).sum())
-                if n_dead:
-                    log.warning('%d kept unit(s) have deterministic value 0 (log_alpha too low); '
-                                'they act as pruned', n_dead)
+                soft = torch.clamp(torch.sigmoid(log_alpha) * (LIMIT_R - LIMIT_L) + LIMIT_L, 0.0, 1.0)
+                values = torch.clamp(soft, min=KEPT_VALUE_FLOOR)
             return torch.where(keep, values, torch.zeros_like(values))
 
     def extra_repr(self) -> str:

@@ -77,8 +77,8 @@ def test_yaml_loads_and_validates(path, stub_data_dir):
     cfg = _load(path, stub_data_dir)
     assert cfg.train_loader.dataset.local == str(stub_data_dir)
     if cfg.model.pruning is not None:
-        assert cfg.optimizer.name == 'adamw'
-        assert 'pruning_monitor' in cfg.callbacks
+        assert {'mask_learning', 'lagrangian', 'pruning_monitor'} <= set(cfg.callbacks)
+        assert cfg.callbacks['mask_learning']['init'] == 'importance'  # the default start
 
 
 @pytest.mark.parametrize(('name', 'default_model'), [
@@ -108,12 +108,13 @@ def test_llama2_preset_target_size(name, millions, stub_data_dir):
     validate_target(LLAMA2_7B, target)
     assert round(count_params(target) / 1e6, 1) == millions
     assert target.num_key_value_heads == target.num_attention_heads  # MHA stays MHA
-    assert cfg.model.pruning.lagrangian_warmup_batches == 640
+    assert cfg.callbacks['lagrangian']['target_warmup'] == '640ba'
     assert cfg.max_duration == '3200ba'
     assert cfg.global_train_batch_size == 32
     assert cfg.max_seq_len == 4096
     assert cfg.optimizer.lr == pytest.approx(1e-4)
-    assert cfg.optimizer.lag_lr == pytest.approx(1.0)
+    assert cfg.callbacks['mask_learning']['lr'] == pytest.approx(1.0)
+    assert cfg.callbacks['lagrangian']['lr'] == pytest.approx(1.0)
     assert cfg.precision == 'amp_bf16'
     assert cfg.autoresume and cfg.run_name
 
@@ -143,7 +144,7 @@ def test_prune_yaml_halves_smollm2(stub_data_dir):
     text = path.read_text()
     for number in (source_n, target_n, count_params(SMOLLM2_135M), count_params(target)):
         assert f'{number:,}' in text  # the header comment states the computed sizes
-    assert cfg.model.pruning.lagrangian_warmup_batches > 0
+    assert cfg.callbacks['mask_learning']['settle'] == '6ba'
 
 
 @pytest.mark.parametrize(('name', 'source'), [

@@ -48,7 +48,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny GQA model pruned by random masks and exported with ``save_exported``."""
     torch.manual_seed(0)
-    model = ShearCausalLM('tiny-llama-gqa', pruning={'target': TARGET, 'lagrangian_warmup': 10}).eval()
+    model = ShearCausalLM('tiny-llama-gqa', pruning={'target': TARGET}).eval()
     with torch.no_grad():
         for param in model.pruner.l0_masks.parameters():
             param.copy_(torch.randn(param.shape) * 2)

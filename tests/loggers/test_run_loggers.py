@@ -7,7 +7,8 @@ from composer_plugins.loggers.jsonl_metrics import read_metrics
 from conftest import MIXTURE_YAML, run_train
 
 PRUNING = ('model.pruning={target: {num_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, '
-           'hidden_size: 48, intermediate_size: 96}, lagrangian_warmup: 10ba}')
+           'hidden_size: 48, intermediate_size: 96}}')
+DENSE_MASKS = ('callbacks.mask_learning={init: dense}', 'callbacks.lagrangian={target_warmup: 10ba}')
 
 
 def _wandb_history_keys(run_dir: Path) -> set[str]:
@@ -29,13 +30,13 @@ def _wandb_history_keys(run_dir: Path) -> set[str]:
 def test_offline_wandb_run_and_metrics_file_hold_our_keys(mixture_dir, tmp_path):
     run_train(
         f'variables.data_dir={mixture_dir}', f'variables.run_dir={tmp_path}', 'save_folder=null', 'max_duration=20ba',
-        'model.source=tiny-llama-gqa', PRUNING, 'optimizer.name=adamw',
+        'model.source=tiny-llama-gqa', PRUNING, *DENSE_MASKS, 'optimizer.name=adamw',
         f'callbacks.pruning_monitor={{masks_dir: {tmp_path / "masks"}}}',
         'loggers.wandb.enabled=true',  # the one override that switches W&B on
         yaml=MIXTURE_YAML, WANDB_MODE='offline',
     )
     expected = {'l0/expected_sparsity/hidden', 'l0/target_sparsity/layer', 'l0/lambda1/kv_group',
-                'l0/expected_params', 'loss/train/lagrangian', 'data/weight/small', 'data/samples/alpha',
+                'l0/expected_params', 'l0/mask_lr', 'loss/train/lagrangian', 'data/weight/small', 'data/samples/alpha',
                 'eval/alpha/loss', 'eval/small/loss'}
     assert expected <= _wandb_history_keys(tmp_path)
     records = read_metrics(tmp_path / 'metrics.jsonl')

@@ -35,6 +35,17 @@ def test_embedded_pipeline_exports_the_preset_shape_and_reports(tmp_path):
     generated = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.eos_token_id)
     assert generated.shape[1] == ids.shape[1] + 8
 
+    from composer_plugins.loggers.jsonl_metrics import read_metrics
+    from composer_plugins.models.dead_units import check_no_dead_units
+
+    check_no_dead_units(model)  # raises on a kept unit whose weights are all zero
+    last = {}
+    for record in read_metrics(tmp_path / 'prune' / 'metrics.jsonl'):
+        last.update(record)
+    for mask in ('layer', 'kv_group', 'intermediate', 'hidden'):
+        gap = abs(last[f'l0/expected_sparsity/{mask}'] - last[f'l0/target_sparsity/{mask}'])
+        assert gap <= 0.02, (mask, gap)
+
     results = json.loads((tmp_path / 'results.json').read_text())['eval_loss']
     assert set(results) == {'source', 'pruned', 'continued'}
     assert all(set(losses) == {'code', 'docs', 'licenses'} for losses in results.values())

@@ -89,11 +89,21 @@ def test_exact_shape_and_export_equals_masked_model(name: str, trained_source: P
         assert record['kept_layers'] == masks['layer'].nonzero().flatten().tolist()
     assert record['kept_hidden'] == masks['hidden'].nonzero().flatten().tolist()
     MaskApplier(source, adapter_for(source.config), source_shape).set_masks(masks)
-    source.eval()
+    # Compared in float64, so BLAS / thread-count order cannot matter: float64 round-off here is
+    # ~1e-14 (measured 6.7e-15 with float64 norms). The 0/1 masks fold nothing, so the float32
+    # export is exact in float64. What remains does not depend on the thread count: HF's RMSNorm
+    # and MaskedRMSNorm (which mirrors it) compute in float32 even on float64 inputs, and the
+    # masked norm sums over all source channels (pruned ones are zeros) while the exported one
+    # sums over the kept ones, so the float32 sums round differently: measured 3.1e-6
+    # (kv-groups) and 6.2e-6 (query-heads) on logits up to 7.3. A real mismatch is far larger:
+    # one kept head's o_proj block off by a relative 1e-4 moves the logits by 3e-4 to 1e-3.
+    source.double().eval()
+    exported.double()
     ids = torch.from_numpy(np.stack(read_token_rows(mixture_dir / 'alpha' / 'eval', 3))).long()
     with torch.no_grad():
         diff = (exported(input_ids=ids).logits - source(input_ids=ids).logits).abs().max().item()
-    assert diff <= 1e-5
+    logging.getLogger(__name__).info('%s: max |logit diff| %.3g (float64)', name, diff)
+    assert diff <= 5e-5
 
 
 def test_beats_random_masks(trained_source: Path, mixture_dir: Path, tmp_path: Path) -> None:
@@ -137,4 +147,4 @@ def test_too_few_calibration_rows_is_named(trained_source: Path, mixture_dir: Pa
     with caplog.at_level(logging.ERROR):
         assert prune(trained_source, mixture_dir, TARGETS['kv-groups'], tmp_path / 'out', '--split', 'eval',
                      '--calib-rows', '500') == 2
-    assert 'fewer than --calib-rows 500' in caplog.text
+    assert 'fewer than the 500 calibration rows asked for' in caplog.text

@@ -10,6 +10,7 @@ from composer_plugins.pruning.hard_concrete import (
     LIMIT_R,
     LOG_ALPHA_MAX,
     LOG_ALPHA_MIN,
+    KEPT_VALUE_FLOOR,
     HardConcreteGate,
     log_alpha_for_drop_prob,
 )
@@ -102,14 +103,22 @@ def test_deterministic_keeps_top_k_per_row():
     expected_kept = torch.zeros_like(kept).scatter_(-1, top, True)
     assert torch.equal(kept, expected_kept)
     soft = torch.clamp(torch.sigmoid(log_alpha) * (LIMIT_R - LIMIT_L) + LIMIT_L, 0, 1)
-    assert torch.equal(z[kept], soft[kept])
+    assert torch.equal(z[kept], soft[kept].clamp(min=KEPT_VALUE_FLOOR))
     assert z[~kept].eq(0).all()
+
+
+def test_kept_units_are_never_dead():
+    """Even with every log_alpha at the clamp's low end, a kept unit is at least KEPT_VALUE_FLOOR."""
+    gate = _gate_with(torch.full((4, 6), LOG_ALPHA_MIN))
+    z = gate.deterministic(3)
+    assert (z > 0).sum(-1).eq(3).all()
+    assert z[z > 0].eq(KEPT_VALUE_FLOOR).all()
 
 
 def test_deterministic_soft_value_below_one_and_binary_flag():
     gate = _gate_with(torch.tensor([[0.0, 1.0, -1.0, 3.0]]))
     soft = gate.deterministic(2)
-    assert 0 < soft[0, 1] < 1 and soft[0, 3] == 1.0
+    assert KEPT_VALUE_FLOOR < soft[0, 1] < 1 and soft[0, 3] == 1.0
     assert soft[0, 0] == 0 and soft[0, 2] == 0
     binary = gate.deterministic(2, binary=True)
     assert binary.tolist() == [[0.0, 1.0, 0.0, 1.0]]

@@ -26,7 +26,7 @@ def prune_run(corpus_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     run_dir = tmp_path_factory.mktemp('prune')
     run(load_run_config(str(PRUNE_TINY_YAML), [
         f'variables.data_dir={corpus_dir}', f'variables.run_dir={run_dir}', 'max_duration=20ba',
-        'eval_interval=10ba', 'save_interval=20ba', 'model.pruning.lagrangian_warmup=10ba',
+        'eval_interval=10ba', 'save_interval=20ba',
     ]))
     checkpoint = run_dir / 'checkpoints' / 'latest-rank0.pt'
     assert cli_main.main(['export', str(checkpoint), '--out', str(run_dir / 'exported')]) == 0

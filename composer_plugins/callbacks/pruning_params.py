@@ -1,0 +1,120 @@
+"""What the two pruning callbacks share: finding the pruner, owning its parameters, saving optimizer state.
+
+The masks' log-alphas and the Lagrange multipliers stay parameters of the model (so FSDP2
+shards them and reduces their gradients, and the checkpoint's model state holds them),
+but each callback takes its own parameters out of the weights' optimizers at ``Event.INIT``,
+before Composer wraps the model or loads a checkpoint, and steps them with an optimizer of
+its own. Their optimizer state is checkpointed as full (unsharded) tensors, so a run
+resumes on any number of ranks.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from composer.core import State, TimeUnit
+
+from composer_plugins.errors import ShearError
+
+
+def pruning_model(state: State, callback: str) -> Any:
+    """The :class:`~composer_plugins.models.causal_lm.ShearCausalLM` of the run (unwrapping DDP)."""
+    from composer_plugins.models.causal_lm import ShearCausalLM
+
+    model = state.model.module if hasattr(state.model, 'module') else state.model
+    if not isinstance(model, ShearCausalLM) or model.pruner is None:
+        raise ShearError(f'callbacks.{callback}: needs model.pruning (a shear_causal_lm model with masks)')
+    return model
+
+
+def remove_from_optimizers(optimizers: Sequence[torch.optim.Optimizer], params: Iterable[torch.nn.Parameter]) -> int:
+    """Takes ``params`` out of every param group of ``optimizers`` (dropping emptied groups); returns how many."""
+    ids = {id(p) for p in params}
+    removed = 0
+    for optimizer in optimizers:
+        kept_groups = []
+        for group in optimizer.param_groups:
+            before = len(group['params'])
+            group['params'] = [p for p in group['params'] if id(p) not in ids]
+            removed += before - len(group['params'])
+            if group['params']:
+                kept_groups.append(group)
+        optimizer.param_groups[:] = kept_groups
+    return removed
+
+
+def check_saved_state(state: dict[str, Any], version: int, config: dict[str, Any], callback: str) -> bool:
+    """Checks a callback's checkpointed state against this run; True when it holds optimizer state to restore.
+
+    Raises:
+        ShearError: another state version, or a config that differs from the one it was saved with.
+    """
+    if state.get('version') != version:
+        raise ShearError(f'callbacks.{callback}: checkpoint state version {state.get("version")} != {version}')
+    if state.get('config') != config:
+        raise ShearError(f'callbacks.{callback}: the checkpoint was written with {state.get("config")}, this run '
+                         f'has {config}; resume with the same settings')
+    return state.get('optimizer') is not None
+
+
+def full(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor, gathered if FSDP2 sharded it (a collective then: call it on every rank)."""
+    if hasattr(tensor, 'full_tensor'):
+        return tensor.full_tensor()
+    return tensor
+
+
+def write_full(param: torch.Tensor, value: torch.Tensor) -> None:
+    """Sets ``param`` (plain or FSDP2-sharded) to the full tensor ``value`` (the same on every rank)."""
+    with torch.no_grad():
+        if hasattr(param, 'device_mesh'):
+            from torch.distributed.tensor import distribute_tensor
+
+            value = distribute_tensor(value.to(param.device), param.device_mesh, param.placements)
+        param.copy_(value.to(param.device, param.dtype))
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer, names: Sequence[str]) -> dict[str, Any]:
+    """``optimizer``'s per-parameter state by parameter name, as full CPU tensors, plus its hyperparameters."""
+    params = [p for group in optimizer.param_groups for p in group['params']]
+    per_param = {}
+    for name, param in zip(names, params):
+        entry = optimizer.state.get(param, {})
+        per_param[name] = {key: full(value).detach().cpu().clone() if torch.is_tensor(value) else value
+                           for key, value in entry.items()}
+    return {'params': per_param, 'lr': [group['lr'] for group in optimizer.param_groups]}
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, names: Sequence[str], saved: dict[str, Any],
+                         callback: str) -> None:
+    """Restores :func:`optimizer_state` output into ``optimizer`` (resharding each tensor like its parameter)."""
+    params = [p for group in optimizer.param_groups for p in group['params']]
+    if sorted(saved['params']) != sorted(names):
+        raise ShearError(f'callbacks.{callback}: the checkpoint holds optimizer state for {sorted(saved["params"])}, '
+                         f'this run has {sorted(names)}')
+    for name, param in zip(names, params):
+        entry = {}
+        for key, value in saved['params'][name].items():
+            if torch.is_tensor(value) and value.shape == param.shape and value.dim() > 0:
+                like = torch.empty_like(param)
+                write_full(like, value)
+                value = like
+            elif torch.is_tensor(value):
+                value = value.clone()
+            entry[key] = value
+        optimizer.state[param] = entry
+    for group, lr in zip(optimizer.param_groups, saved['lr']):
+        group['lr'] = lr
+
+
+def total_batches(state: State) -> int:
+    """``max_duration`` in batches (epochs times the batches of one epoch)."""
+    duration = state.max_duration
+    if duration is None:
+        raise ShearError('the pruning callbacks need max_duration')
+    if duration.unit == TimeUnit.BATCH:
+        return int(duration.value)
+    if duration.unit == TimeUnit.EPOCH and state.dataloader_len is not None:
+        return int(duration.value) * int(state.dataloader_len)
+    raise ShearError(f'max_duration {duration}: the pruning callbacks need it in batches (ba) or epochs')
