@@ -74,8 +74,11 @@ def test_sigkill_then_autoresume_matches_uninterrupted_run(corpus_dir, tmp_path,
 
     checkpoint_at_kill = tmp_path / 'killed' / f'ep0-ba{kill_after}-rank0.pt'
     mtime_at_kill = checkpoint_at_kill.stat().st_mtime
-    run_train(*resumed_args, yaml=yaml)
+    resumed = run_train(*resumed_args, yaml=yaml)
     assert checkpoint_at_kill.stat().st_mtime == mtime_at_kill  # resumed, did not start over
+    if yaml == PRUNE_TINY_YAML:  # the importance scores come from the checkpoint, not a new measurement
+        log_text = resumed.stdout + resumed.stderr
+        assert 'mask_learning: resumed' in log_text and 'init importance' not in log_text
 
     straight = _checkpoint_model(tmp_path / 'straight' / f'ep0-ba{total}-rank0.pt')
     killed = _checkpoint_model(tmp_path / 'killed' / f'ep0-ba{total}-rank0.pt')
