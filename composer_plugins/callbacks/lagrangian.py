@@ -30,19 +30,13 @@ from composer_plugins.callbacks.pruning_params import (
 )
 from composer_plugins.config.typed import from_dict, to_dict
 from composer_plugins.pruning.config import LagrangianConfig
+from composer_plugins.pruning.lagrangian import target_at_step
 from composer_plugins.pruning.mask_init import expected_gate_sparsity
 
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
 NAME = 'lagrangian'
-
-
-def ramp(start: float, final: float, step: int, warmup: int) -> float:
-    """``start + (final - start) * min(step / warmup, 1)``; ``final`` when ``warmup`` is 0."""
-    if warmup <= 0 or step >= warmup:
-        return float(final)
-    return float(start) + (float(final) - float(start)) * max(step, 0) / warmup
 
 
 class LagrangianAscent(Callback):
@@ -69,7 +63,6 @@ class LagrangianAscent(Callback):
         self._names = [f'lambda_{i}.{m}' for i in (1, 2) for m in multipliers.names]
         params = [multipliers.lambda_1[m] for m in multipliers.names] + \
                  [multipliers.lambda_2[m] for m in multipliers.names]
-        remove_from_optimizers(state.optimizers, params)
         cfg = self.config
         if cfg.rule == 'adam':
             self._optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, maximize=True)
@@ -91,7 +84,7 @@ class LagrangianAscent(Callback):
         step = int(state.timestamp.batch.value)
         model.pruning_step = step
         model.pruning_targets = {
-            name: ramp(self.start_sparsity[name], final, step, self.config.target_warmup_batches)
+            name: target_at_step(final, step, self.config.target_warmup_batches, start=self.start_sparsity[name])
             for name, final in masks.target_sparsity().items()
         }
 

@@ -23,6 +23,7 @@ Metrics: ``l0/mask_lr``.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, Optional
 
@@ -73,7 +74,6 @@ class MaskLearning(Callback):
         self._total = total_batches(state)
         self._names = masks.names
         params = [masks.gates[name].log_alpha for name in self._names]
-        remove_from_optimizers(state.optimizers, params)  # the wrapped model's parameter objects
         cfg = self.config
         self._optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
         if self._saved is not None:
@@ -131,8 +131,7 @@ class MaskLearning(Callback):
         scores = measure_importance(model.model, rows, cal.batch_size)
         self.importance = _broadcast_scores({'layer': scores.layer, 'head': scores.head,
                                              'intermediate': scores.intermediate, 'hidden': scores.hidden})
-        scores.layer, scores.head = self.importance['layer'], self.importance['head']
-        scores.intermediate, scores.hidden = self.importance['intermediate'], self.importance['hidden']
+        scores = dataclasses.replace(scores, **self.importance)
         oneshot = select_masks(scores, pruner.source, pruner.target)
         targets = pruner.l0_masks.target_sparsity()
         for name in self._names:
@@ -145,11 +144,9 @@ class MaskLearning(Callback):
 
     # -- checkpoint -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        if self._optimizer is None:
-            return {'version': STATE_VERSION, 'config': to_dict(self.config), 'optimizer': None,
-                    'importance': self.importance}
-        return {'version': STATE_VERSION, 'config': to_dict(self.config),
-                'optimizer': optimizer_state(self._optimizer, self._names), 'importance': self.importance}
+        optimizer = None if self._optimizer is None else optimizer_state(self._optimizer, self._names)
+        return {'version': STATE_VERSION, 'config': to_dict(self.config), 'optimizer': optimizer,
+                'importance': self.importance}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if check_saved_state(state, STATE_VERSION, to_dict(self.config), NAME):

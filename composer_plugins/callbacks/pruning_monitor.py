@@ -25,6 +25,7 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
 
+from composer_plugins.callbacks.pruning_params import full
 from composer_plugins.errors import ShearError
 from composer_plugins.models.causal_lm import ShearCausalLM
 from composer_plugins.models.mask_summary import summarize_masks
@@ -90,7 +91,5 @@ class PruningMonitor(Callback):
 
 
 def _scalar(tensor: torch.Tensor) -> float:
-    """A 1-element parameter as a float, gathering it first if FSDP2 sharded it."""
-    if hasattr(tensor, 'full_tensor'):
-        tensor = tensor.full_tensor()
-    return float(tensor.detach().reshape(-1)[0])
+    """A 1-element parameter as a float, gathered first if FSDP2 sharded it."""
+    return float(full(tensor).detach().reshape(-1)[0])

@@ -77,6 +77,11 @@ def log_alpha_for_drop_prob(drop_prob: float) -> float:
     return math.log(1.0 - drop_prob) - math.log(drop_prob)
 
 
+def keep_prob_of(log_alpha: torch.Tensor) -> torch.Tensor:
+    """``P(z > 0) = sigmoid(log_alpha - beta * log(-l / r))`` (Louizos et al. 2018, eq. 12)."""
+    return torch.sigmoid(log_alpha - BETA * math.log(-LIMIT_L / LIMIT_R))
+
+
 def _as_shape(shape: Sequence[int] | int) -> tuple[int, ...]:
     dims = (shape,) if isinstance(shape, int) else tuple(shape)
     if not dims or any(not isinstance(d, int) or isinstance(d, bool) or d <= 0 for d in dims):
@@ -162,7 +167,7 @@ class HardConcreteGate(nn.Module):
 
         Differentiable wrt ``log_alpha``; this is what expected counts and sparsities use.
         """
-        return torch.sigmoid(self.log_alpha - BETA * math.log(-LIMIT_L / LIMIT_R))
+        return keep_prob_of(self.log_alpha)
 
     def deterministic(self, keep_per_row: int, *, binary: bool = False) -> torch.Tensor:
         """Returns an evaluation mask keeping exactly ``keep_per_row`` units in every row.

@@ -23,13 +23,17 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 
-def target_at_step(final_target: float, step: int, warmup_steps: int) -> float:
-    """Target sparsity at ``step``: a linear ramp from 0 to ``final_target`` over ``warmup_steps``.
+def target_at_step(final_target: float, step: int, warmup_steps: int, start: float = 0.0) -> float:
+    """Target sparsity at ``step``: a linear ramp from ``start`` to ``final_target`` over ``warmup_steps``.
+
+    ``t(n) = start + (final - start) * min(n / warmup, 1)``; the paper ramps from 0, an
+    importance-initialised run from its initial expected sparsity.
 
     Args:
         final_target: target sparsity reached at the end of the warmup.
         step: current optimizer step (steps before 0 count as 0).
         warmup_steps: length of the ramp; 0 means the final target from the start.
+        start: target sparsity at step 0.
 
     Raises:
         ValueError: if ``warmup_steps`` is negative.
@@ -38,7 +42,7 @@ def target_at_step(final_target: float, step: int, warmup_steps: int) -> float:
         raise ValueError(f'warmup_steps must be >= 0, got {warmup_steps}')
     if warmup_steps == 0 or step >= warmup_steps:
         return float(final_target)
-    return float(final_target) * max(step, 0) / warmup_steps
+    return float(start) + (float(final_target) - float(start)) * max(step, 0) / warmup_steps
 
 
 class LagrangianMultipliers(nn.Module):

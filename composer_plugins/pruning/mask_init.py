@@ -22,18 +22,17 @@ import math
 
 import torch
 
-from composer_plugins.pruning.hard_concrete import BETA, LIMIT_L, LIMIT_R, LOG_ALPHA_MAX, LOG_ALPHA_MIN
+from composer_plugins.pruning.hard_concrete import LOG_ALPHA_MAX, LOG_ALPHA_MIN, keep_prob_of
 
 DEFAULT_IMPORTANCE_MARGIN = 5.0
 """``|log_alpha|`` of kept / pruned units before the shift: a kept unit's sample is 1 about 97 % of the time."""
 
 _BISECTION_STEPS = 60
-_KEEP_PROB_OFFSET = BETA * math.log(-LIMIT_L / LIMIT_R)
 
 
 def expected_gate_sparsity(log_alpha: torch.Tensor) -> torch.Tensor:
     """``1 - mean(sigmoid(log_alpha - beta log(-l / r)))`` in float64 (paper eq. 2's ``s~`` of one gate)."""
-    return 1.0 - torch.sigmoid(log_alpha.double() - _KEEP_PROB_OFFSET).mean()
+    return 1.0 - keep_prob_of(log_alpha.double()).mean()
 
 
 def shift_to_sparsity(log_alpha: torch.Tensor, target_sparsity: float) -> torch.Tensor:
