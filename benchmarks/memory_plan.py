@@ -1,7 +1,7 @@
 """`shear plan --device cpu` against measured peak RSS of real CPU training runs.
 
-For each run (continued pre-training and pruning of a SmolLM2-shaped model with --layers
-layers, 4 x 256 tokens, 3 batches, fp32; see composer_plugins/planning/measure.py), plan it
+For each run (continued pre-training, pruning, and continued pre-training distilled from a
+10-layer teacher, of a SmolLM2-shaped model with --layers layers, 4 x 256 tokens, 3 batches, fp32; see composer_plugins/planning/measure.py), plan it
 with the memory formula, run `python train.py` as a subprocess, read its peak RSS
 (`os.wait4` ru_maxrss) and print a markdown table of estimate vs measured.
 
@@ -18,7 +18,9 @@ from pathlib import Path
 
 import torch
 
-from composer_plugins.planning.measure import BATCHES, SEQ_LEN, compare, continue_case, prune_case, write_corpus
+from composer_plugins.planning.measure import (
+    BATCHES, SEQ_LEN, compare, continue_case, distill_case, prune_case, write_corpus, write_teacher,
+)
 
 GIB = 2 ** 30
 
@@ -36,7 +38,8 @@ def main() -> None:
         data_dir = write_corpus(work / 'data')
         rows = []
         for layers in args.layers:
-            for case in (continue_case(layers), prune_case(layers)):
+            teacher = write_teacher(work / 'teacher-10l', 10)
+            for case in (continue_case(layers), prune_case(layers), distill_case(layers, teacher)):
                 rows.append(compare(case, layers, work, data_dir))
     finally:
         if not args.keep:

@@ -16,10 +16,18 @@ with the same number of training tokens ``B = (prune_steps + continue_steps) x b
     loading on the whole budget;
 (d) the target shape initialised at random and trained with dynamic loading on the whole
     budget (``--scratch-lr``, a usual from-scratch rate, not tuned here);
+(f) (c) with knowledge distillation from the source in continued pre-training
+    (``distillation: {teacher: source}``, alpha ``--kd-alpha``, T 1);
+(g) (a) with the same distillation in its continued pre-training (the pruning stage is (a)'s own,
+    reused when (a) ran with the same seed);
 
 plus reference rows: the source and the pruned-but-untrained models of the arms. Every arm
 runs once per ``--seeds`` seed (data order, gate noise); ``--arms`` picks the arms (default
-a, e, c; b and d on request). Each arm's run time is recorded beside it.
+a, e, c, f, g; b and d on request). Each arm's run time is recorded beside it, and its training
+FLOPs: ``6 N D`` for the student's forward and backward over ``D`` tokens (``N`` its parameters,
+the tied embedding counted once as the LM head's matmul; attention's sequence term left out, as
+at 256 tokens it is a few per cent), ``2 N D`` for forward-only passes (the teacher's, one-shot's
+and the importance init's calibration).
 
 Held-out loss: with the embedded corpus, the last ``heldout_fraction`` of each domain's
 documents never reach training; they are prepared apart (``heldout/``) and only used for
@@ -55,7 +63,19 @@ SEQ_LEN = 256  # the YAMLs' max_seq_len
 BATCH = 4  # the YAMLs' global_train_batch_size
 INITIAL_WEIGHTS = '[0.4,0.3,0.3]'  # prune.yaml's initial domain weights (code, docs, licenses)
 ARM_LABELS = {'a': 'L0, init: importance (the default) + dynamic', 'e': 'L0, init: dense (paper) + dynamic',
-              'b': 'L0, init: importance + constant weights', 'c': 'one-shot', 'd': 'random init'}
+              'b': 'L0, init: importance + constant weights', 'c': 'one-shot', 'd': 'random init',
+              'f': 'one-shot + KD', 'g': 'L0, init: importance + dynamic + KD'}
+DEFAULT_ARMS = 'a,e,c,f,g'
+
+
+def forward_flops(params: int, tokens: int) -> float:
+    """``2 N D``: one forward pass of ``params`` parameters over ``tokens`` tokens."""
+    return 2.0 * params * tokens
+
+
+def train_flops(params: int, tokens: int) -> float:
+    """``6 N D``: forward and backward (Kaplan et al. 2020, eq. 2.1 without the context term)."""
+    return 6.0 * params * tokens
 
 
 def dense_init_overrides(prune_steps: int) -> list[str]:
@@ -78,7 +98,8 @@ class QualityConfig:
     heldout_fraction: float = 0.1
     train_rows: int = 300
     scratch_lr: float = 1e-3
-    arms: list[str] = field(default_factory=lambda: ['a', 'e', 'c'])
+    kd_alpha: float = 0.5
+    arms: list[str] = field(default_factory=lambda: DEFAULT_ARMS.split(','))
     seeds: list[int] = field(default_factory=lambda: [17, 18])
 
     @property
@@ -94,6 +115,7 @@ class Row:
     losses: dict[str, float]
     trained_tokens: int
     seconds: Optional[float] = None
+    flops: Optional[float] = None
 
     @property
     def average(self) -> float:
@@ -157,7 +179,10 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
     common = [f'variables.data_dir={data}', stages.ref_losses_override(refs), 'save_overwrite=true']
     budget_tokens = cfg.budget_steps * BATCH * SEQ_LEN
     runs: list[Path] = []
-    models: dict[str, tuple[Path, int, Optional[float]]] = {'source': (source, 0, None)}
+    models: dict[str, tuple[Path, int, Optional[float], Optional[float]]] = {'source': (source, 0, None, None)}
+    source_params = model_params(source)
+    calib_flops = forward_flops(source_params, cfg.calib_rows * SEQ_LEN)
+    kd = [f'distillation={{teacher: source, alpha: {cfg.kd_alpha}, temperature: 1.0}}']
 
     def seeded(seed: int) -> list[str]:
         return [f'seed={seed}', f'train_loader.dataset.seed={seed}']
@@ -169,31 +194,47 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
         path = run_dir / 'arm_seconds.json'
         return json.loads(path.read_text())['seconds'] if path.is_file() else None
 
-    def l0_arm(arm: str, seed: int, rule: str, mask_overrides: list[str]) -> None:
-        prune_dir, cont_dir = out / f'{arm}-s{seed}-prune', out / f'{arm}-s{seed}-continue'
+    def prune_stage(arm: str, seed: int, rule: str, mask_overrides: list[str]) -> Path:
+        """The pruning run and its export (skipped when the export exists); returns the run folder."""
+        prune_dir = out / f'{arm}-s{seed}-prune'
+        runs.append(prune_dir)
+        if (prune_dir / 'exported' / 'config.json').is_file():
+            return prune_dir
+        stages.train(PRUNE_YAML, [
+            *common, *seeded(seed), f'model.pruning.sample_seed={seed}', f'variables.model_dir={source}',
+            f'variables.run_dir={prune_dir}', f'max_duration={cfg.prune_steps}ba',
+            f'save_interval={cfg.prune_steps}ba', f'callbacks.mask_learning.calibration.rows={cfg.calib_rows}',
+            *stages.settle_overrides(cfg.prune_steps), *mask_overrides,
+            f'callbacks.dynamic_loading.rule={rule}', *stages.interval_overrides(cfg.prune_steps)])
+        stages.export(prune_dir / 'checkpoints' / 'latest-rank0.pt', prune_dir / 'exported')
+        return prune_dir
+
+    def l0_arm(arm: str, seed: int, rule: str, mask_overrides: list[str], prune_arm: Optional[str] = None,
+               extra: tuple[str, ...] = ()) -> None:
+        cont_dir = out / f'{arm}-s{seed}-continue'
         continued = cont_dir / 'hf' / 'huggingface' / f'ba{cfg.continue_steps}'
         label = ARM_LABELS[arm]
-        models[f'({arm}) {label}, pruned, untrained, seed {seed}'] = (prune_dir / 'exported',
-                                                                    cfg.prune_steps * BATCH * SEQ_LEN, None)
-        runs.extend([prune_dir, cont_dir])
+        prune_tokens, cont_tokens = cfg.prune_steps * BATCH * SEQ_LEN, cfg.continue_steps * BATCH * SEQ_LEN
+        pruned_flops = train_flops(source_params, prune_tokens) + (0.0 if mask_overrides else calib_flops)
+        started = time.monotonic()
+        prune_dir = prune_stage(prune_arm or arm, seed, rule, mask_overrides)
+        runs.append(cont_dir)
+        if prune_arm is None:
+            models[f'({arm}) {label}, pruned, untrained, seed {seed}'] = (prune_dir / 'exported', prune_tokens,
+                                                                        None, pruned_flops)
         if not (continued / 'config.json').is_file():
-            started = time.monotonic()
-            stages.train(PRUNE_YAML, [
-                *common, *seeded(seed), f'model.pruning.sample_seed={seed}', f'variables.model_dir={source}',
-                f'variables.run_dir={prune_dir}', f'max_duration={cfg.prune_steps}ba',
-                f'save_interval={cfg.prune_steps}ba', f'callbacks.mask_learning.calibration.rows={cfg.calib_rows}',
-                *stages.settle_overrides(cfg.prune_steps), *mask_overrides,
-                f'callbacks.dynamic_loading.rule={rule}', *stages.interval_overrides(cfg.prune_steps)])
-            stages.export(prune_dir / 'checkpoints' / 'latest-rank0.pt', prune_dir / 'exported')
             stages.train(CONTINUE_YAML, [
                 *common, *seeded(seed), f'variables.model_dir={prune_dir / "exported"}',
                 f'variables.prune_run_dir={prune_dir}', f'variables.run_dir={cont_dir}',
                 f'max_duration={cfg.continue_steps}ba', f'save_interval={cfg.continue_steps}ba',
-                f'callbacks.dynamic_loading.rule={rule}', *stages.interval_overrides(cfg.continue_steps)])
+                f'callbacks.dynamic_loading.rule={rule}', *stages.interval_overrides(cfg.continue_steps), *extra])
             record_seconds(cont_dir, started)
         else:
             log.info('Arm %s seed %d already done in %s', arm, seed, cont_dir)
-        models[f'({arm}) {label} + continued, seed {seed}'] = (continued, budget_tokens, arm_seconds(cont_dir))
+        flops = pruned_flops + train_flops(model_params(continued), cont_tokens)
+        if extra:
+            flops += forward_flops(source_params, cont_tokens)
+        models[f'({arm}) {label} + continued, seed {seed}'] = (continued, budget_tokens, arm_seconds(cont_dir), flops)
 
     def whole_budget_run(run_dir: Path, model_dir: Path, seed: int, *extra: str) -> tuple[Path, Optional[float]]:
         runs.append(run_dir)
@@ -210,15 +251,18 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
         record_seconds(run_dir, started)
         return final, arm_seconds(run_dir)
 
-    def oneshot_arm(seed: int) -> None:
+    def oneshot_arm(seed: int, arm: str = 'c', extra: tuple[str, ...] = ()) -> None:
         from composer_plugins.oneshot.prune import OneShotConfig, prune_oneshot, read_target
         pruned = out / 'c-oneshot'
         if not (pruned / 'pruning.json').is_file():
             prune_oneshot(OneShotConfig(model=str(source), data=data, target=read_target(str(PRUNE_YAML)),
                                         out=pruned, calib_rows=cfg.calib_rows, force=True))
-        models['(c) one-shot pruned, untrained'] = (pruned, 0, None)
-        final, seconds = whole_budget_run(out / f'c-s{seed}-continue', pruned, seed)
-        models[f'(c) one-shot + continued, seed {seed}'] = (final, budget_tokens, seconds)
+        models['(c) one-shot pruned, untrained'] = (pruned, 0, None, calib_flops)
+        final, seconds = whole_budget_run(out / f'{arm}-s{seed}-continue', pruned, seed, *extra)
+        flops = calib_flops + train_flops(model_params(pruned), budget_tokens)
+        if extra:
+            flops += forward_flops(source_params, budget_tokens)
+        models[f'({arm}) {ARM_LABELS[arm]} + continued, seed {seed}'] = (final, budget_tokens, seconds, flops)
 
     def scratch_arm(seed: int) -> None:
         shape_dir = out / 'c-oneshot'  # only its config is used: model.pretrained=false
@@ -226,7 +270,8 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
             oneshot_arm(seed)
         final, seconds = whole_budget_run(out / f'd-s{seed}-scratch', shape_dir, seed, 'model.pretrained=false',
                                           f'optimizer.lr={cfg.scratch_lr}')
-        models[f'(d) random init + trained, seed {seed}'] = (final, budget_tokens, seconds)
+        models[f'(d) random init + trained, seed {seed}'] = (final, budget_tokens, seconds,
+                                                             train_flops(model_params(shape_dir), budget_tokens))
 
     arms: dict[str, Callable[[int], None]] = {
         'a': lambda seed: l0_arm('a', seed, 'doremi', []),
@@ -234,29 +279,32 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
         'b': lambda seed: l0_arm('b', seed, 'constant', []),
         'c': oneshot_arm,
         'd': scratch_arm,
+        'f': lambda seed: oneshot_arm(seed, 'f', tuple(kd)),
+        'g': lambda seed: l0_arm('g', seed, 'doremi', [], prune_arm='a', extra=tuple(kd)),
     }
     for arm in cfg.arms:
         for seed in cfg.seeds:
             timed(f'({arm}) {ARM_LABELS[arm]}, seed {seed}', lambda: arms[arm](seed))
 
     def evaluate() -> None:
-        for name, (model_dir, tokens, seconds) in models.items():
+        for name, (model_dir, tokens, seconds, flops) in models.items():
             losses = stages.eval_losses(model_dir, heldout, cfg.heldout_rows)
-            result.rows.append(Row(name, model_params(model_dir), losses, tokens, seconds))
+            result.rows.append(Row(name, model_params(model_dir), losses, tokens, seconds, flops))
     timed('held-out evaluation', evaluate)
-    timed('report', lambda: stages.report(runs, out / 'report'))
+    timed('report', lambda: stages.report(list(dict.fromkeys(runs)), out / 'report'))
     return result
 
 
 def markdown_table(result: Comparison) -> str:
     domains = list(result.rows[0].losses)
-    lines = ['| model | parameters | train tokens | ' + ' | '.join(domains) + ' | average | arm run time |',
-             '|---|---:|---:|' + '---:|' * (len(domains) + 2)]
+    lines = ['| model | parameters | train tokens | FLOPs | ' + ' | '.join(domains) + ' | average | arm run time |',
+             '|---|---:|---:|---:|' + '---:|' * (len(domains) + 2)]
     for row in result.rows:
         cells = ' | '.join(f'{row.losses[d]:.3f}' for d in domains)
         seconds = f'{row.seconds / 60:.1f} min' if row.seconds is not None else ''
-        lines.append(f'| {row.name} | {row.params / 1e6:.1f}M | {row.trained_tokens:,} | {cells} | {row.average:.3f} '
-                     f'| {seconds} |')
+        flops = f'{row.flops:.2e}' if row.flops else ''
+        lines.append(f'| {row.name} | {row.params / 1e6:.1f}M | {row.trained_tokens:,} | {flops} | {cells} '
+                     f'| {row.average:.3f} | {seconds} |')
     return '\n'.join(lines) + '\n'
 
 
@@ -283,13 +331,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument('--calib-rows', type=int, default=64)
     parser.add_argument('--heldout-rows', type=int, default=16)
     parser.add_argument('--scratch-lr', type=float, default=1e-3)
-    parser.add_argument('--arms', default='a,e,c', help=f'arms to run, of {ARM_LABELS} (default a,e,c)')
+    parser.add_argument('--kd-alpha', type=float, default=0.5, help='distillation alpha of arms f and g')
+    parser.add_argument('--arms', default=DEFAULT_ARMS, help=f'arms to run, of {ARM_LABELS} (default {DEFAULT_ARMS})')
     parser.add_argument('--seeds', default='17,18', help='seeds of every arm (default 17,18)')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
     cfg = QualityConfig(out=args.out, data=args.data, heldout=args.heldout, source=args.source,
                         prune_steps=args.prune_steps, continue_steps=args.continue_steps, calib_rows=args.calib_rows,
-                        heldout_rows=args.heldout_rows, scratch_lr=args.scratch_lr,
+                        heldout_rows=args.heldout_rows, scratch_lr=args.scratch_lr, kd_alpha=args.kd_alpha,
                         arms=args.arms.split(','), seeds=[int(x) for x in args.seeds.split(',')])
     start = time.monotonic()
     result = run_comparison(cfg)

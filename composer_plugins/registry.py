@@ -12,13 +12,14 @@ _registered = False
 
 
 def register_all() -> None:
-    """Idempotently register models, tokenizers, dataloaders and callbacks."""
+    """Idempotently register models, tokenizers, dataloaders, callbacks and algorithms."""
     global _registered
     if _registered:
         return
     import torch
     from llmfoundry import registry
 
+    from composer_plugins.algorithms.distillation import Distillation
     from composer_plugins.callbacks.dynamic_loading import DynamicLoading
     from composer_plugins.callbacks.lagrangian import LagrangianAscent
     from composer_plugins.callbacks.mask_learning import MaskLearning
@@ -36,6 +37,7 @@ def register_all() -> None:
     registry.callbacks.register('lagrangian', func=LagrangianAscent)
     registry.callbacks.register('dynamic_loading', func=DynamicLoading)
     registry.callbacks.register('sample_log', func=SampleLog)
+    registry.algorithms.register('distillation', func=Distillation)
     registry.loggers.register('jsonl', func=JsonlMetricsLogger)
     registry.dataloaders.register('domain_mixture', func=build_domain_mixture_dataloader)
     if 'adamw' not in registry.optimizers:

@@ -35,6 +35,25 @@ def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_python_corpus_shards(tmp_path_factory.mktemp('corpus'), seq_len=128, train_rows=600, eval_rows=48)
 
 
+@pytest.fixture(scope='session')
+def tiny_teacher_dir(corpus_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A teacher for distillation: ``yamls/tiny.yaml`` trained 40 steps, saved as an HF folder."""
+    from composer_plugins.config.load import load_run_config
+    from composer_plugins.train_entry import run
+
+    out = tmp_path_factory.mktemp('teacher')
+    cfg = load_run_config(str(TINY_YAML), [
+        f'variables.data_dir={corpus_dir}', f'variables.run_dir={out / "run"}', 'max_duration=40ba',
+        'eval_interval=1000ba', 'save_folder=null', 'seed=5', 'loggers=null',
+    ])
+    trainer = run(cfg)
+    teacher = out / 'hf'
+    trainer.state.model.model.save_pretrained(teacher)
+    trainer.state.model.tokenizer.save_pretrained(teacher)
+    trainer.close()
+    return teacher
+
+
 def subprocess_env(**extra: str) -> dict[str, str]:
     """Environment for child runs: the repo importable, the private TMPDIR."""
     env = dict(os.environ)

@@ -49,12 +49,15 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float) -> None:
         time.sleep(0.02)
 
 
-@pytest.mark.parametrize('yaml', [TINY_YAML, PRUNE_TINY_YAML], ids=['plain', 'pruning'])
-def test_sigkill_then_autoresume_matches_uninterrupted_run(corpus_dir, tmp_path, yaml):
+@pytest.mark.parametrize('yaml,distill', [(TINY_YAML, False), (PRUNE_TINY_YAML, False), (TINY_YAML, True)],
+                         ids=['plain', 'pruning', 'distillation'])
+def test_sigkill_then_autoresume_matches_uninterrupted_run(corpus_dir, tmp_path, yaml, distill, request):
     """Weights (and, when pruning, log-alphas and multipliers) equal an uninterrupted run's."""
-    total, kill_after = 60, 10
+    total, kill_after = (30 if distill else 60), 10
     common = [f'variables.data_dir={corpus_dir}', f'variables.run_dir={tmp_path}', f'max_duration={total}ba',
               'save_interval=10ba', 'eval_interval=1000ba', 'autoresume=true', 'save_num_checkpoints_to_keep=-1']
+    if distill:
+        common.append(f'distillation={{teacher: {request.getfixturevalue("tiny_teacher_dir")}, alpha: 0.7}}')
 
     run_train(*common, 'run_name=straight', f'save_folder={tmp_path / "straight"}', yaml=yaml)
 
@@ -83,6 +86,11 @@ def test_sigkill_then_autoresume_matches_uninterrupted_run(corpus_dir, tmp_path,
     straight = _checkpoint_model(tmp_path / 'straight' / f'ep0-ba{total}-rank0.pt')
     killed = _checkpoint_model(tmp_path / 'killed' / f'ep0-ba{total}-rank0.pt')
     assert straight.keys() == killed.keys()
+    if distill:  # the checkpoint names its teacher and holds none of its weights
+        algorithms = dict(torch.load(tmp_path / 'killed' / f'ep0-ba{total}-rank0.pt', map_location='cpu',
+                                     weights_only=False)['state']['algorithms'])
+        assert algorithms['Distillation']['config']['teacher'] == str(request.getfixturevalue('tiny_teacher_dir'))
+        assert all(name.startswith('model.') for name in straight)
     if yaml == PRUNE_TINY_YAML:
         assert any('log_alpha' in name for name in straight) and any('lambda_1' in name for name in straight)
     for name in straight:
@@ -92,22 +100,28 @@ def test_sigkill_then_autoresume_matches_uninterrupted_run(corpus_dir, tmp_path,
             assert straight[name] == killed[name], name
 
 
-@pytest.mark.parametrize('parallelism', ['ddp', 'fsdp2'])
-def test_two_process_run_checkpoints_and_resumes(corpus_dir, tmp_path, parallelism):
+@pytest.mark.parametrize('parallelism', ['ddp', 'fsdp2', 'fsdp2-distillation'])
+def test_two_process_run_checkpoints_and_resumes(corpus_dir, tmp_path, parallelism, request):
     save_folder = tmp_path / parallelism
     args = [f'variables.data_dir={corpus_dir}', 'eval_interval=4ba', 'save_interval=4ba', 'autoresume=true',
             f'run_name={parallelism}', f'save_folder={save_folder}']
     env = {}
-    if parallelism == 'fsdp2':
+    if parallelism == 'fsdp2-distillation':  # the teacher is sharded like the student
+        args.append(f'distillation={{teacher: {request.getfixturevalue("tiny_teacher_dir")}, alpha: 0.5}}')
+    if parallelism.startswith('fsdp2'):
         args.append('fsdp_config={state_dict_type: sharded, mixed_precision: FULL}')
         env['FSDP_VERSION'] = '2'
-    run_train(*args, 'max_duration=4ba', nproc=2, **env)
-    first = save_folder / ('ep0-ba4' if parallelism == 'fsdp2' else 'ep0-ba4-rank0.pt')
+    started = run_train(*args, 'max_duration=4ba', nproc=2, **env)
+    if parallelism == 'fsdp2-distillation':
+        log_text = started.stdout + started.stderr
+        assert 'teacher sharded with FSDP2 over 2 ranks' in log_text and 'loss/train/kd' in log_text
+    sharded = parallelism.startswith('fsdp2')
+    first = save_folder / ('ep0-ba4' if sharded else 'ep0-ba4-rank0.pt')
     assert first.exists()
     first_mtime = first.stat().st_mtime
 
     run_train(*args, 'max_duration=8ba', nproc=2, **env)
-    final = save_folder / ('ep0-ba8' if parallelism == 'fsdp2' else 'ep0-ba8-rank0.pt')
+    final = save_folder / ('ep0-ba8' if sharded else 'ep0-ba8-rank0.pt')
     assert final.exists()
     assert first.stat().st_mtime == first_mtime  # resumed from ba4, did not retrain it
     if parallelism == 'ddp':

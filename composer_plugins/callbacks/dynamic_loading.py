@@ -22,7 +22,7 @@ from composer.loggers import Logger
 from composer.utils import dist
 
 from composer_plugins.data.mixture_loader import DomainMixtureDataset
-from composer_plugins.data.domain_weights import write_domain_weights
+from composer_plugins.data.domain_weights import per_domain_values, write_domain_weights
 from composer_plugins.data.weight_rules import RULES
 from composer_plugins.errors import ShearError
 
@@ -71,16 +71,7 @@ class DynamicLoading(Callback):
         refs = self.ref_losses_cfg
         if refs is None:
             return np.zeros(len(domains))
-        if isinstance(refs, dict):
-            missing = [d for d in domains if d not in refs]
-            if missing:
-                raise ShearError(f'callbacks.dynamic_loading.ref_losses: no value for domain(s) {missing}')
-            return np.array([float(refs[d]) for d in domains])
-        if len(refs) != len(domains):
-            raise ShearError(
-                f'callbacks.dynamic_loading.ref_losses: {len(refs)} values for {len(domains)} domains {domains}',
-            )
-        return np.array([float(v) for v in refs])
+        return np.array(per_domain_values(refs, domains, 'callbacks.dynamic_loading.ref_losses'))
 
     def fit_start(self, state: State, logger: Logger) -> None:
         dataset = self._dataset(state)

@@ -6,11 +6,24 @@ from typing import Any
 from composer_plugins.config.schema import RunConfig
 from composer_plugins.config.typed import to_dict
 
+
 def to_foundry_config(run_cfg: RunConfig) -> dict[str, Any]:
-    """The llm-foundry train config (the optimizer is the weights' only; see the pruning callbacks)."""
+    """The llm-foundry train config (the optimizer is the weights' only; see the pruning callbacks).
+
+    The ``distillation`` block becomes the ``distillation`` algorithm, its teacher resolved.
+    """
     data = to_dict(run_cfg)
     if data.get('loggers'):
         data['loggers'] = _enabled_loggers(data['loggers'])
+    distillation = data.pop('distillation', None)
+    if distillation is not None:
+        kd = run_cfg.distillation
+        distillation['teacher'] = kd.resolve_teacher(run_cfg.model.source, run_cfg.model.pruning is not None,
+                                                     'distillation')
+        data['algorithms'] = {**(data.get('algorithms') or {}), 'distillation': {
+            **distillation, 'student': run_cfg.model.source, 'student_tokenizer': run_cfg.tokenizer.name,
+            'precision': run_cfg.precision,
+        }}
     return data
 
 

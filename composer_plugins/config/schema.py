@@ -11,8 +11,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
-from composer_plugins.data.domain_weights import read_domain_weights
+from composer_plugins.data.domain_weights import per_domain_values, read_domain_weights
 from composer_plugins.config.typed import from_dict
+from composer_plugins.distillation.config import DistillationConfig
 from composer_plugins.errors import ConfigError
 from composer_plugins.pruning.config import PruningConfig
 
@@ -134,11 +135,8 @@ class MixtureDatasetConfig:
         if self.interval_batches <= 0:
             raise ConfigError(f'{path}.interval_batches: got {self.interval_batches}; expected a positive int')
         if self.weights is not None:
-            if len(self.weights) != len(self.domains):
-                raise ConfigError(
-                    f'{path}.weights: {len(self.weights)} values for {len(self.domains)} domains {self.domains}',
-                )
-            if any(w < 0 for w in self.weights) or abs(sum(self.weights) - 1.0) > 1e-6:
+            per_domain_values(self.weights, self.domains, f'{path}.weights', non_negative=True)
+            if abs(sum(self.weights) - 1.0) > 1e-6:
                 raise ConfigError(f'{path}.weights: {self.weights} must be non-negative and sum to 1 '
                                   f'(they sum to {sum(self.weights):.6g})')
         if self.remote is None:
@@ -308,6 +306,7 @@ class RunConfig:
     callbacks: Optional[dict[str, Optional[dict[str, Any]]]] = None
     loggers: Optional[dict[str, Optional[dict[str, Any]]]] = None
     algorithms: Optional[dict[str, Optional[dict[str, Any]]]] = None
+    distillation: Optional[DistillationConfig] = None
     progress_bar: bool = False
     log_to_console: bool = True
     console_log_interval: TimeStr = '1ba'
@@ -332,6 +331,11 @@ class RunConfig:
             raise ConfigError('autoresume: true needs both save_folder and run_name to be set')
         if self.eval_loader is not None and self.eval_loaders is not None:
             raise ConfigError('eval_loader and eval_loaders: set one of them, not both')
+        if self.distillation is not None:
+            if 'distillation' in (self.algorithms or {}):
+                raise ConfigError('algorithms.distillation: configure distillation with the top-level '
+                                  'distillation block (teacher, alpha, temperature, top_k)')
+            self.distillation.resolve_teacher(self.model.source, self.model.pruning is not None, 'distillation')
         if self.model.pruning is not None:
             _check_pruning_callbacks(self.callbacks or {})
             if self.fsdp_config is not None and self.fsdp_config.low_precision_params(self.precision):
@@ -343,6 +347,10 @@ class RunConfig:
                     'stay fp32, and precision amp_bf16 / amp_fp16 still runs the matmuls in half precision',
                 )
         if isinstance(self.train_loader, MixtureLoaderConfig):
+            dynamic = (self.callbacks or {}).get('dynamic_loading') or {}
+            if isinstance(dynamic, dict) and dynamic.get('ref_losses') is not None:
+                per_domain_values(dynamic['ref_losses'], self.train_loader.dataset.domains,
+                                  'callbacks.dynamic_loading.ref_losses')
             interval = f'{self.train_loader.dataset.interval_batches}ba'
             if str(self.eval_interval) != interval:
                 raise ConfigError(

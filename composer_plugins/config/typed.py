@@ -7,11 +7,14 @@ dotted key, the offending value and what was expected, e.g.::
 
 Supported field types: ``int``, ``float``, ``str``, ``bool``, ``Any``, ``Literal[...]``,
 ``Optional[T]``, ``Union[...]``, ``list[T]``, ``dict[str, T]`` and nested dataclasses.
+Every ``float`` must be finite: NaN and +-inf are errors naming the key, wherever they sit
+(a learning rate, a domain weight in a list, a reference loss in a per-domain map).
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
@@ -99,13 +102,18 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads `1e-4` as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads `1e-4` as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            if not math.isfinite(number):
+                raise ConfigError(f'{path}: got {value!r}; expected a finite number')
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value

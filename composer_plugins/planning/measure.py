@@ -70,6 +70,12 @@ def continue_case(layers: int) -> RunCase:
     ))
 
 
+def distill_case(layers: int, teacher_dir: Path) -> RunCase:
+    """:func:`continue_case` distilling from a SmolLM2-like teacher (``alpha`` 0.5)."""
+    base = continue_case(layers)
+    return RunCase('distill', base.yaml, (*base.overrides, f'distillation={{teacher: {teacher_dir}, alpha: 0.5}}'))
+
+
 def prune_case(layers: int) -> RunCase:
     """Pruning a ``layers``-layer SmolLM2-shaped model to ``layers - 2`` layers, 6 / 2 heads, 448, FFN 1280."""
     return RunCase('prune', 'yamls/prune_tiny.yaml', (
@@ -102,6 +108,18 @@ def write_model_config(out_dir: Path, num_hidden_layers: int) -> Path:
     from transformers import LlamaConfig
     out_dir.mkdir(parents=True, exist_ok=True)
     LlamaConfig(num_hidden_layers=num_hidden_layers, **SMOLLM2_LIKE).save_pretrained(out_dir)
+    return out_dir
+
+
+def write_teacher(out_dir: Path, num_hidden_layers: int) -> Path:
+    """A SmolLM2-like model with ``num_hidden_layers`` layers and random weights, as an HF folder."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    if not (out_dir / 'model.safetensors').is_file():
+        torch.manual_seed(0)
+        config = LlamaConfig(num_hidden_layers=num_hidden_layers, **SMOLLM2_LIKE)
+        AutoModelForCausalLM.from_config(config).save_pretrained(out_dir)
     return out_dir
 
 

@@ -50,6 +50,15 @@ Terms (their sum is the estimate)::
                                             log-softmax the cross entropy saves, its gradient and the fp32
                                             gradient of the logits, alive together at the start of backward
                                             (transformers' ForCausalLMLoss upcasts to fp32)
+    teacher      = w_t P_t / S + [FSDP2: w_t P_root_t] + 12 T V
+                                            with a ``distillation`` block: the frozen teacher's weights
+                                            (``w_t`` = 2 under amp_bf16, else 4; sharded like the student),
+                                            its root unit, which FSDP2 leaves gathered after a forward
+                                            without backward, and the KD term's tensors alive at the start of
+                                            backward: the teacher's fp32 probabilities and the student's fp32
+                                            log-softmax that eq. (1) saves, and the latter's gradient
+                                            (composer_plugins/distillation/loss.py). The teacher's forward
+                                            keeps no graph: its activations are gone by then
     overhead     = GPU: 1 GiB CUDA context, cuBLAS workspace and NCCL buffers
                         + 10 % of (working copy + activations + logits) caching-allocator fragmentation
                    CPU: 1 GiB process baseline (measured peak RSS of ``python train.py yamls/tiny.yaml``
@@ -165,6 +174,18 @@ class MaskInputs:
 
 
 @dataclass(frozen=True)
+class TeacherInputs:
+    """The frozen teacher of a run with a ``distillation`` block.
+
+    Attributes:
+        shape: the teacher's shape.
+        weight_bytes: bytes per teacher weight (2 under ``amp_bf16``, else 4).
+    """
+    shape: ModelShape
+    weight_bytes: int = 4
+
+
+@dataclass(frozen=True)
 class FsdpInputs:
     """The parts of ``fsdp_config`` (Composer's FSDP2) that change memory.
 
@@ -214,6 +235,7 @@ class MemoryInputs:
         fsdp: ``fsdp_config``, or None for DDP / a single process.
         attn_implementation: ``model.attn_implementation``.
         optimizer_states: fp32 tensors the optimizer keeps per parameter (AdamW: 2).
+        teacher: the distillation teacher, or None.
     """
     shape: ModelShape
     global_batch_size: int
@@ -226,6 +248,7 @@ class MemoryInputs:
     fsdp: Optional[FsdpInputs] = None
     attn_implementation: AttnImplementation = 'sdpa'
     optimizer_states: int = 2
+    teacher: Optional[TeacherInputs] = None
 
     def __post_init__(self) -> None:
         for name in ('global_batch_size', 'microbatch_size', 'seq_len', 'gpus'):
@@ -286,7 +309,8 @@ class MemoryInputs:
         return self.fsdp is None or self.fsdp.dtype_bytes(self.precision)[0] == 4
 
 
-TERMS = ('parameters', 'gradients', 'optimizer', 'masks', 'working_copy', 'activations', 'logits', 'overhead')
+TERMS = ('parameters', 'gradients', 'optimizer', 'masks', 'working_copy', 'activations', 'logits', 'teacher',
+         'overhead')
 """The terms of :class:`MemoryBreakdown`, in table order."""
 
 
@@ -300,6 +324,7 @@ class MemoryBreakdown:
     working_copy: int
     activations: int
     logits: int
+    teacher: int
     overhead: int
     tokens_per_step: int
     tokens_per_microbatch: int
@@ -360,6 +385,7 @@ def _phase(inputs: MemoryInputs, phase: str) -> MemoryBreakdown:
         working_copy=working,
         activations=activations,
         logits=logits,
+        teacher=_teacher_bytes(inputs, tokens),
         overhead=overhead,
         tokens_per_step=inputs.global_batch_size * inputs.seq_len,
         tokens_per_microbatch=tokens,
@@ -379,6 +405,20 @@ def _mask_bytes(inputs: MemoryInputs, shards: int) -> int:
     persistent = math.ceil(4 * (2 + inputs.optimizer_states) * learned / shards)
     scales = shape.num_layers * (shape.num_attention_heads * shape.head_dim + shape.intermediate_size)
     return persistent + 4 * (scales + MASK_SAMPLE_TENSORS * masks.log_alphas)
+
+
+KD_LOGIT_BYTES = 12
+"""Bytes per logit of the KD term at the start of backward: teacher probabilities, student
+log-softmax, its gradient (all fp32)."""
+
+
+def _teacher_bytes(inputs: MemoryInputs, tokens: int) -> int:
+    teacher = inputs.teacher
+    if teacher is None:
+        return 0
+    weights = math.ceil(teacher.weight_bytes * count_params(teacher.shape) / inputs.shard_count)
+    root = teacher.weight_bytes * _root_params(teacher.shape) if inputs.fsdp is not None else 0
+    return weights + root + tokens * teacher.shape.vocab_size * KD_LOGIT_BYTES
 
 
 def _root_params(shape: ModelShape) -> int:

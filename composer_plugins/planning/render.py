@@ -54,6 +54,7 @@ def _labels(inputs: MemoryInputs) -> dict[str, str]:
                          else 'weight copies (none: fp32 without FSDP)'),
         'activations': f'activations ({c}' + (', checkpointed)' if inputs.activation_checkpointing else ')'),
         'logits': 'logits + loss (fp32 log-softmax and grads)',
+        'teacher': 'distillation teacher (frozen weights, KD tensors)' if inputs.teacher else 'teacher (none)',
         'overhead': ('process baseline + heap retention' if inputs.device == 'cpu'
                      else 'CUDA context + allocator fragmentation'),
     }
@@ -91,6 +92,10 @@ def render_text(plan: MemoryPlan) -> str:
                      f'{inputs.masks.multipliers} multipliers')
     else:
         lines.append('  pruning  none (continued pre-training)')
+    if inputs.teacher is not None:
+        t = inputs.teacher.shape
+        lines.append(f'  teacher  {plan.run.teacher_label}: {count_params(t) / 1e6:,.1f}M parameters, '
+                     f'{t.num_layers} layers, weights in {"bf16" if inputs.teacher.weight_bytes == 2 else "fp32"}')
     lines.append(f'  device   {_describe_setup(inputs, plan.budget)}')
     auto = ' (auto: planned at the per-GPU batch)' if plan.run.microbatch_auto else ''
     lines.append(f'  batch    {inputs.global_batch_size} x {inputs.seq_len} = {b.tokens_per_step:,} tokens per step; '

@@ -20,7 +20,8 @@ from composer_plugins.config.load import load_yaml_with_overrides
 from composer_plugins.config.schema import RunConfig
 from composer_plugins.config.typed import from_dict
 from composer_plugins.errors import ConfigError
-from composer_plugins.planning.memory import Device, FsdpInputs, MaskInputs, MemoryInputs
+from composer_plugins.distillation.config import SOURCE_TEACHER
+from composer_plugins.planning.memory import Device, FsdpInputs, MaskInputs, MemoryInputs, TeacherInputs
 from composer_plugins.planning.source_shape import resolve_source_shape
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class PlannedRun:
         source_label: where the model shape came from (a known-shape name, a path, a tiny name).
         missing_paths: data folders, weight files or model directories not found on this machine.
         microbatch_auto: ``device_train_microbatch_size: auto`` (planned at the per-GPU batch).
+        teacher_label: where the distillation teacher's shape came from (None: no teacher).
         seq_len_key: the override that changes the sequence length everywhere
             (``variables.max_seq_len`` when the YAML interpolates it, else ``max_seq_len``).
     """
@@ -47,6 +49,7 @@ class PlannedRun:
     missing_paths: tuple[str, ...]
     microbatch_auto: bool
     seq_len_key: str
+    teacher_label: Optional[str] = None
 
 
 def plan_run(
@@ -81,6 +84,7 @@ def plan_run(
         if precision != 'fp32':
             log.warning('--device cpu: precision %s is planned as fp32', precision)
             precision = 'fp32'
+    teacher, teacher_label = _teacher_inputs(config, raw, shape, label, precision)
     inputs = MemoryInputs(
         shape=shape,
         masks=masks,
@@ -93,9 +97,26 @@ def plan_run(
         fsdp=fsdp,
         attn_implementation=model.attn_implementation,
         optimizer_states=_optimizer_states(config.optimizer.name),
+        teacher=teacher,
     )
     seq_len_key = 'variables.max_seq_len' if _interpolates_seq_len(yaml_path) else 'max_seq_len'
-    return PlannedRun(inputs, config, label, tuple(missing), microbatch_auto, seq_len_key)
+    return PlannedRun(inputs, config, label, tuple(missing), microbatch_auto, seq_len_key, teacher_label)
+
+
+def _teacher_inputs(config: RunConfig, raw: dict[str, Any], shape, label: str,
+                    precision: str) -> tuple[Optional[TeacherInputs], Optional[str]]:
+    """The distillation teacher's shape (``source``: the pruned model, or the export's recorded source)."""
+    if config.distillation is None:
+        return None, None
+    weight_bytes = 2 if precision == 'amp_bf16' else 4
+    teacher = raw['distillation']['teacher']
+    if teacher == SOURCE_TEACHER and config.model.pruning is not None:
+        return TeacherInputs(shape, weight_bytes), label
+    if teacher == SOURCE_TEACHER or os.path.isdir(os.path.expanduser(teacher)) or teacher.startswith('tiny-'):
+        teacher = config.distillation.resolve_teacher(raw['model']['source'], config.model.pruning is not None,
+                                                      'distillation')
+    teacher_shape, teacher_label = resolve_source_shape(teacher)
+    return TeacherInputs(teacher_shape, weight_bytes), teacher_label
 
 
 def _validate_without_data(raw: dict[str, Any]) -> tuple[RunConfig, list[str]]:
@@ -120,6 +141,12 @@ def _validate_without_data(raw: dict[str, Any]) -> tuple[RunConfig, list[str]]:
                 if _looks_like_path(source):
                     missing.append(f'model.source: {source}')
         missing += _stub_calibration(stubbed.get('callbacks'), stub_root)
+        distillation = stubbed.get('distillation')
+        if isinstance(distillation, dict) and isinstance(distillation.get('teacher'), str):
+            teacher = distillation['teacher']
+            if _looks_like_path(teacher) and not os.path.isdir(os.path.expanduser(teacher)):
+                distillation['teacher'] = _STUB_MODEL  # its shape is resolved from the name
+                missing.append(f'distillation.teacher: {teacher}')
         config = from_dict(RunConfig, stubbed)
     for item in missing:
         log.warning('not found on this machine: %s', item)

@@ -158,3 +158,15 @@ def test_pruning_rejects_fsdp2_low_precision_parameters(corpus_dir, overrides, e
     else:
         load_run_config(str(PRUNE_TINY_YAML), args)
     load_run_config(str(TINY_YAML), args)  # without model.pruning every setting is fine
+
+
+@pytest.mark.parametrize(('override', 'expected'), [
+    ('optimizer.lr=.nan', 'optimizer.lr: got nan; expected a finite number'),
+    ('optimizer.lr=-.inf', 'optimizer.lr: got -inf; expected a finite number'),
+    ('optimizer.betas=[0.9,.inf]', 'optimizer.betas[1]: got inf; expected a finite number'),
+    ('distillation={teacher: tiny-llama, temperature: .nan}', 'distillation.temperature: got nan'),
+])
+def test_non_finite_numbers_are_named_errors(corpus_dir, override, expected):
+    with pytest.raises(ConfigError) as info:
+        _load(corpus_dir, override)
+    assert str(info.value).startswith(expected)

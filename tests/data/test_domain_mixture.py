@@ -128,10 +128,32 @@ def test_sigkill_resume_replays_the_same_samples_per_rank(mixture_dir, tmp_path)
     ('train_loader.dataset.weights=[0.5,0.5]', 'train_loader.dataset.weights: 2 values for 3 domains'),
     ('train_loader.dataset.domains=[alpha,beta,gamma]', "domain 'gamma' has no MDS index"),
     ('eval_interval=5ba', "the domain_mixture loader needs '10ba'"),
+    ('train_loader.dataset.weights=[.nan,0.5,0.5]', 'train_loader.dataset.weights[0]: got nan; expected a finite'),
+    ('train_loader.dataset.weights=[-0.5,0.5,1.0]', "train_loader.dataset.weights: domain 'alpha' has -0.5"),
+    ('callbacks.dynamic_loading.ref_losses.alpha=.nan', "ref_losses: domain 'alpha' has nan; expected a finite"),
+    ('callbacks.dynamic_loading.ref_losses.gamma=2.0', "ref_losses: its domains must be the run's ['alpha', 'beta', "
+                                                       "'small']; unknown: ['gamma']"),
 ])
 def test_bad_mixture_config_is_one_clear_error(mixture_dir, override, message):
     with pytest.raises(ConfigError, match=__import__('re').escape(message)):
         load_run_config(str(MIXTURE_YAML), [f'variables.data_dir={mixture_dir}', override])
+
+
+def test_domain_weights_files_hold_only_finite_non_negative_weights(tmp_path):
+    from composer_plugins.data.domain_weights import per_domain_values, read_domain_weights, write_domain_weights
+    from composer_plugins.errors import ShearError
+
+    with pytest.raises(ConfigError, match=r"unknown: \['gamma'\]; missing: \['beta'\]"):
+        per_domain_values({'alpha': 1.0, 'gamma': 2.0}, ['alpha', 'beta'], 'ref_losses')
+
+    path = tmp_path / 'domain_weights.json'
+    write_domain_weights(path, 10, {'alpha': 0.5, 'beta': 0.5})
+    with pytest.raises(ShearError, match='not finite and non-negative'):
+        write_domain_weights(path, 20, {'alpha': float('nan'), 'beta': 0.5})
+    assert read_domain_weights(path, ['alpha', 'beta'], 'weights_from') == [0.5, 0.5]  # the good file stayed
+    path.write_text('{"batch": 3, "domains": {"alpha": NaN, "beta": 0.5}}')  # a file written elsewhere
+    with pytest.raises(ConfigError, match="weights_from .*: domain 'alpha' has nan"):
+        read_domain_weights(path, ['alpha', 'beta'], 'weights_from')
 
 
 def test_remote_shards_are_streamed_into_the_local_cache(mixture_dir, tmp_path):

@@ -10,12 +10,13 @@ import torch
 
 from composer_plugins.cli.main import main
 from composer_plugins.planning.advice import knob_options, recommend
-from composer_plugins.planning.measure import compare, continue_case, prune_case, write_corpus
+from composer_plugins.planning.measure import compare, continue_case, distill_case, prune_case, write_corpus, write_teacher
 from composer_plugins.planning.memory import (
     GIB,
     FsdpInputs,
     MaskInputs,
     MemoryInputs,
+    TeacherInputs,
     estimate_memory,
     layer_activation_bytes_per_token,
 )
@@ -135,6 +136,29 @@ def test_masks_add_parameters_state_and_activations():
     assert 0 < pruned.masks < 0.001 * plain.total  # small, but counted
     extra_per_layer = 2 * (32 * 128 + 11008 + 2 * 4096)  # unmasked o_proj / down_proj inputs, two outputs
     assert pruned.activations - plain.activations == 4 * 4096 * (32 * extra_per_layer + 2 * 4096)
+
+
+def test_teacher_adds_its_sharded_weights_gathered_root_and_kd_tensors():
+    plain = estimate_memory(_inputs())
+    taught = estimate_memory(_inputs(teacher=TeacherInputs(LLAMA2_7B, weight_bytes=2)))
+    root = 2 * 32000 * 4096 + 4096  # embeddings + untied LM head + final norm
+    tokens = 4 * 4096
+    assert taught.teacher == -(-2 * LLAMA2_7B_PARAMS // 8) + 2 * root + tokens * 32000 * 12
+    assert taught.total - plain.total == taught.teacher
+    assert plain.teacher == 0
+
+
+def test_plan_reads_the_teacher_of_a_distillation_block(tmp_path):
+    teacher = tmp_path / 'teacher'
+    write_teacher(teacher, 2)
+    planned = plan_run(str(TINY_YAML), [f'distillation={{teacher: {teacher}}}', 'variables.data_dir=/nowhere'],
+                       device='cpu')
+    assert planned.inputs.teacher.shape.num_layers == 2 and planned.inputs.teacher.weight_bytes == 4
+    source = plan_run(str(PRUNE_TINY_YAML), ['distillation={teacher: source}', 'variables.data_dir=/nowhere'],
+                      device='cpu')
+    assert source.inputs.teacher.shape == source.inputs.shape  # the model being pruned
+    preset = plan_run(str(PRESET_1_3B), ['distillation={teacher: source}'], gpus=8)  # its commented block
+    assert preset.inputs.teacher == TeacherInputs(LLAMA2_7B, weight_bytes=2)  # bf16 under amp_bf16
 
 
 # ---------------------------------------------------------------- the activation formula vs autograd
@@ -340,6 +364,13 @@ def _check_rss(case, layers: int, workdir: tuple[Path, Path]) -> None:
 
 def test_estimate_within_25_percent_of_measured_rss_small_pruning_run(rss_workdir):
     _check_rss(prune_case(4), 4, rss_workdir)
+
+
+@pytest.mark.slow
+def test_estimate_within_25_percent_of_measured_rss_distillation_run(rss_workdir):
+    """A 4-layer student distilled from a 10-layer teacher (measured: estimate 2.73 GiB, peak 2.63 GiB)."""
+    teacher = write_teacher(rss_workdir[0] / 'teacher-10l', 10)
+    _check_rss(distill_case(4, teacher), 4, rss_workdir)
 
 
 @pytest.mark.slow

@@ -1,0 +1,1 @@
+"""Composer algorithms of this recipe (registered in llm-foundry's ``algorithms`` registry)."""
