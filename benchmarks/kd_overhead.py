@@ -72,9 +72,7 @@ def _peak_rss_of(kind: str, args: argparse.Namespace) -> int:
 
 def _child(kind: str, args: argparse.Namespace) -> None:
     student, teacher, batch = _setup(args.batch, args.seq)
-    if kind == 'plain':
-        del teacher
-        teacher = None
+    teacher = teacher if kind == 'kd' else None
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-4)
     for _ in range(args.steps):
         _step(student, optimizer, batch, teacher)

@@ -12,18 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
 from composer_plugins.data.domain_weights import per_domain_values, read_domain_weights
+from composer_plugins.config.model_names import check_model_name
 from composer_plugins.config.typed import from_dict
 from composer_plugins.distillation.config import DistillationConfig
 from composer_plugins.errors import ConfigError
 from composer_plugins.pruning.config import PruningConfig
 
-TINY_MODEL_PREFIX = 'tiny-'
 TimeStr = Union[int, str]
-
-
-def _looks_like_path(value: str) -> bool:
-    """A hub id is ``name`` or ``org/name``; anything else with a slash is a filesystem path."""
-    return value.startswith(('/', '.', '~')) or value.count('/') > 1
 
 
 @dataclass
@@ -42,18 +37,9 @@ class ModelConfig:
     pruning: Optional[PruningConfig] = None
 
     def validate(self, path: str) -> None:
-        if self.source.startswith(TINY_MODEL_PREFIX):
-            return
-        expanded = os.path.expanduser(self.source)
-        if os.path.isdir(expanded):
-            if not os.path.isfile(os.path.join(expanded, 'config.json')):
-                raise ConfigError(f'{path}.source: {self.source!r} is a directory without config.json')
-            return
-        if _looks_like_path(self.source) or os.path.exists(expanded):
-            raise ConfigError(
-                f'{path}.source: model directory {self.source!r} does not exist '
-                '(expected a local HF directory, a hub id, or tiny-llama / tiny-llama-gqa / tiny-mistral / tiny-qwen2)',
-            )
+        check_model_name(self.source, f'{path}.source', (
+            f'model directory {self.source!r} does not exist (expected a local HF directory, a hub id, '
+            'or tiny-llama / tiny-llama-gqa / tiny-mistral / tiny-qwen2)'))
 
 
 @dataclass

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
+from composer_plugins.config.model_names import check_model_name
 from composer_plugins.errors import ConfigError
 
 SOURCE_TEACHER = 'source'
@@ -51,17 +52,9 @@ class DistillationConfig:
         teacher = self.teacher
         if teacher == SOURCE_TEACHER:
             teacher = student_source if prunes else _recorded_source(student_source, path)
-        if teacher.startswith('tiny-'):
-            return teacher
-        expanded = os.path.expanduser(teacher)
-        if os.path.isdir(expanded):
-            if not os.path.isfile(os.path.join(expanded, 'config.json')):
-                raise ConfigError(f'{path}.teacher: {teacher!r} is a directory without config.json')
-            return teacher
-        if teacher.startswith(('/', '.', '~')) or teacher.count('/') > 1 or os.path.exists(expanded):
-            raise ConfigError(f'{path}.teacher: teacher directory {teacher!r} does not exist '
-                              f'(student: model.source {student_source!r})')
-        return teacher  # a hub id
+        check_model_name(teacher, f'{path}.teacher', f'teacher directory {teacher!r} does not exist '
+                                                     f'(student: model.source {student_source!r})')
+        return teacher
 
 
 def _recorded_source(student_source: str, path: str) -> str:

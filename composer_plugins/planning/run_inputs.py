@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from composer_plugins.config.load import load_yaml_with_overrides
+from composer_plugins.config.model_names import looks_like_path
 from composer_plugins.config.schema import RunConfig
 from composer_plugins.config.typed import from_dict
 from composer_plugins.errors import ConfigError
@@ -138,13 +139,13 @@ def _validate_without_data(raw: dict[str, Any]) -> tuple[RunConfig, list[str]]:
             source = model['source']
             if not source.startswith('tiny-') and not os.path.isdir(os.path.expanduser(source)):
                 model['source'] = _STUB_MODEL  # the shape is resolved separately (source_shape.py)
-                if _looks_like_path(source):
+                if looks_like_path(source):
                     missing.append(f'model.source: {source}')
         missing += _stub_calibration(stubbed.get('callbacks'), stub_root)
         distillation = stubbed.get('distillation')
         if isinstance(distillation, dict) and isinstance(distillation.get('teacher'), str):
             teacher = distillation['teacher']
-            if _looks_like_path(teacher) and not os.path.isdir(os.path.expanduser(teacher)):
+            if looks_like_path(teacher) and not os.path.isdir(os.path.expanduser(teacher)):
                 distillation['teacher'] = _STUB_MODEL  # its shape is resolved from the name
                 missing.append(f'distillation.teacher: {teacher}')
         config = from_dict(RunConfig, stubbed)
@@ -164,11 +165,6 @@ def _stub_calibration(callbacks: Any, stub_root: str) -> list[str]:
         return []
     calibration['data'] = stub_root
     return [f'callbacks.mask_learning.calibration.data: {data}']
-
-
-def _looks_like_path(value: str) -> bool:
-    """As the schema decides: a hub id is ``name`` or ``org/name``, anything else with a slash is a path."""
-    return value.startswith(('/', '.', '~')) or value.count('/') > 1
 
 
 def _stub_dataset(dataset: dict[str, Any], stub: str, path: str) -> list[str]:

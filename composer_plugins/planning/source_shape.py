@@ -19,6 +19,7 @@ import os
 from types import SimpleNamespace
 from typing import Any, Mapping, Optional
 
+from composer_plugins.config.model_names import looks_like_path
 from composer_plugins.errors import ShearError
 from composer_plugins.pruning.shapes import ModelShape
 
@@ -125,7 +126,7 @@ def _read_config(path: str) -> Any:
 
 def _cached_hub_config(source: str) -> Optional[Any]:
     """The config of hub id ``source`` if the local HF cache has it; never touches the network."""
-    if source.startswith(('/', '.', '~')) or source.count('/') > 1:
+    if looks_like_path(source):
         return None
     from transformers import AutoConfig
     try:
