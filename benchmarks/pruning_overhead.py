@@ -17,6 +17,7 @@ import time
 
 import torch
 
+from composer_plugins.callbacks.finite_guard import is_nonfinite
 from composer_plugins.models.causal_lm import ShearCausalLM
 from composer_plugins.models.export import export_pruned_model
 
@@ -25,15 +26,19 @@ SOURCE_OVERRIDES = dict(hidden_size=512, intermediate_size=1376, num_hidden_laye
 TARGET = dict(num_layers=8, num_attention_heads=4, num_key_value_heads=2, hidden_size=384, intermediate_size=1024)
 
 
-def _train_step(model: ShearCausalLM, optimizers: list[torch.optim.Optimizer], batch: dict) -> None:
+def _train_step(model: ShearCausalLM, optimizers: list[torch.optim.Optimizer], batch: dict,
+                guard: bool = False) -> None:
     """One step as the Trainer runs it: the weights' optimizer, and with pruning the two callbacks' optimizers.
 
     ``mask_learning`` steps Adam on the log-alphas and clamps them; ``lagrangian`` steps Adam
     (``maximize``) on the multipliers; the targets are fixed (no ramp), as after the warm-up.
+    With ``guard``, the ``finite_guard`` callback's per-batch check of the loss runs before backward.
     """
     for optimizer in optimizers:
         optimizer.zero_grad(set_to_none=True)
     loss = model.loss(model(batch), batch)
+    if guard and is_nonfinite(loss):
+        raise RuntimeError('non-finite loss')
     (loss['total'] if isinstance(loss, dict) else loss).backward()
     for optimizer in optimizers:
         optimizer.step()
@@ -53,6 +58,7 @@ def main() -> None:
     parser.add_argument('--steps', type=int, default=10)
     parser.add_argument('--batch', type=int, default=4)
     parser.add_argument('--seq', type=int, default=256)
+    parser.add_argument('--guard', action='store_true', help="both steps run finite_guard's per-batch loss check")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.manual_seed(0)
@@ -78,8 +84,8 @@ def main() -> None:
         _train_step(pruning, opt_pruning, batch)
     plain_times, pruning_times = [], []
     for _ in range(args.steps):
-        plain_times.append(_timed(lambda: _train_step(plain, opt_plain, batch)))
-        pruning_times.append(_timed(lambda: _train_step(pruning, opt_pruning, batch)))
+        plain_times.append(_timed(lambda: _train_step(plain, opt_plain, batch, args.guard)))
+        pruning_times.append(_timed(lambda: _train_step(pruning, opt_pruning, batch, args.guard)))
 
     pruning.eval()
     with torch.no_grad():
@@ -92,7 +98,7 @@ def main() -> None:
     result = {
         'source_params_m': round(params / 1e6, 1),
         'exported_params_m': round(sum(p.numel() for p in exported.parameters()) / 1e6, 1),
-        'batch': args.batch, 'seq': args.seq, 'steps': args.steps, 'threads': torch.get_num_threads(),
+        'batch': args.batch, 'seq': args.seq, 'steps': args.steps, 'guard': args.guard, 'threads': torch.get_num_threads(),
         'plain_step_s': round(statistics.median(plain_times), 4),
         'pruning_step_s': round(statistics.median(pruning_times), 4),
         'pruning_over_plain': round(statistics.median(pruning_times) / statistics.median(plain_times), 3),

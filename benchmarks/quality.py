@@ -64,7 +64,8 @@ BATCH = 4  # the YAMLs' global_train_batch_size
 INITIAL_WEIGHTS = '[0.4,0.3,0.3]'  # prune.yaml's initial domain weights (code, docs, licenses)
 ARM_LABELS = {'a': 'L0, init: importance (the default) + dynamic', 'e': 'L0, init: dense (paper) + dynamic',
               'b': 'L0, init: importance + constant weights', 'c': 'one-shot', 'd': 'random init',
-              'f': 'one-shot + KD', 'g': 'L0, init: importance + dynamic + KD'}
+              'f': 'one-shot + KD', 'g': 'L0, init: importance + dynamic + KD',
+              'h': 'L0, init: importance, margin 8, weights lr 2e-4 + dynamic'}
 DEFAULT_ARMS = 'a,e,c,f,g'
 
 
@@ -76,6 +77,10 @@ def forward_flops(params: int, tokens: int) -> float:
 def train_flops(params: int, tokens: int) -> float:
     """``6 N D``: forward and backward (Kaplan et al. 2020, eq. 2.1 without the context term)."""
     return 6.0 * params * tokens
+
+
+LOW_NOISE_OVERRIDES = ['callbacks.mask_learning.init_margin=8.0', 'optimizer.lr=2.0e-4', 'scheduler.t_warmup=3ba']
+"""Arm (h): sampled masks that rarely flip a kept unit, and the continued stage's weight rate in the pruning stage."""
 
 
 def dense_init_overrides(prune_steps: int) -> list[str]:
@@ -99,6 +104,7 @@ class QualityConfig:
     train_rows: int = 300
     scratch_lr: float = 1e-3
     kd_alpha: float = 0.5
+    rule: str = 'doremi'
     arms: list[str] = field(default_factory=lambda: DEFAULT_ARMS.split(','))
     seeds: list[int] = field(default_factory=lambda: [17, 18])
 
@@ -177,6 +183,8 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
     refs: dict[str, float] = {}
     timed('reference losses', lambda: refs.update(stages.eval_losses(source, data, 8)))
     common = [f'variables.data_dir={data}', stages.ref_losses_override(refs), 'save_overwrite=true']
+    tag = '' if cfg.rule == 'doremi' else f'-{cfg.rule}'  # run folders of another mixing rule
+    mixing = '' if cfg.rule == 'doremi' else f' [{cfg.rule} mixing]'
     budget_tokens = cfg.budget_steps * BATCH * SEQ_LEN
     runs: list[Path] = []
     models: dict[str, tuple[Path, int, Optional[float], Optional[float]]] = {'source': (source, 0, None, None)}
@@ -196,7 +204,7 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
 
     def prune_stage(arm: str, seed: int, rule: str, mask_overrides: list[str]) -> Path:
         """The pruning run and its export (skipped when the export exists); returns the run folder."""
-        prune_dir = out / f'{arm}-s{seed}-prune'
+        prune_dir = out / f'{arm}{tag}-s{seed}-prune'
         runs.append(prune_dir)
         if (prune_dir / 'exported' / 'config.json').is_file():
             return prune_dir
@@ -210,12 +218,12 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
         return prune_dir
 
     def l0_arm(arm: str, seed: int, rule: str, mask_overrides: list[str], prune_arm: Optional[str] = None,
-               extra: tuple[str, ...] = ()) -> None:
-        cont_dir = out / f'{arm}-s{seed}-continue'
+               extra: tuple[str, ...] = (), dense: bool = False) -> None:
+        cont_dir = out / f'{arm}{tag}-s{seed}-continue'
         continued = cont_dir / 'hf' / 'huggingface' / f'ba{cfg.continue_steps}'
-        label = ARM_LABELS[arm]
+        label = ARM_LABELS[arm] + mixing
         prune_tokens, cont_tokens = cfg.prune_steps * BATCH * SEQ_LEN, cfg.continue_steps * BATCH * SEQ_LEN
-        pruned_flops = train_flops(source_params, prune_tokens) + (0.0 if mask_overrides else calib_flops)
+        pruned_flops = train_flops(source_params, prune_tokens) + (0.0 if dense else calib_flops)
         started = time.monotonic()
         prune_dir = prune_stage(prune_arm or arm, seed, rule, mask_overrides)
         runs.append(cont_dir)
@@ -247,7 +255,7 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
             *common, *seeded(seed), f'variables.model_dir={model_dir}', f'variables.run_dir={run_dir}',
             'train_loader.dataset.weights_from=null', f'train_loader.dataset.weights={INITIAL_WEIGHTS}',
             f'max_duration={cfg.budget_steps}ba', f'save_interval={cfg.budget_steps}ba',
-            *stages.interval_overrides(cfg.budget_steps), *extra])
+            f'callbacks.dynamic_loading.rule={cfg.rule}', *stages.interval_overrides(cfg.budget_steps), *extra])
         record_seconds(run_dir, started)
         return final, arm_seconds(run_dir)
 
@@ -258,11 +266,11 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
             prune_oneshot(OneShotConfig(model=str(source), data=data, target=read_target(str(PRUNE_YAML)),
                                         out=pruned, calib_rows=cfg.calib_rows, force=True))
         models['(c) one-shot pruned, untrained'] = (pruned, 0, None, calib_flops)
-        final, seconds = whole_budget_run(out / f'{arm}-s{seed}-continue', pruned, seed, *extra)
+        final, seconds = whole_budget_run(out / f'{arm}{tag}-s{seed}-continue', pruned, seed, *extra)
         flops = calib_flops + train_flops(model_params(pruned), budget_tokens)
         if extra:
             flops += forward_flops(source_params, budget_tokens)
-        models[f'({arm}) {ARM_LABELS[arm]} + continued, seed {seed}'] = (final, budget_tokens, seconds, flops)
+        models[f'({arm}) {ARM_LABELS[arm]}{mixing} + continued, seed {seed}'] = (final, budget_tokens, seconds, flops)
 
     def scratch_arm(seed: int) -> None:
         shape_dir = out / 'c-oneshot'  # only its config is used: model.pretrained=false
@@ -274,13 +282,14 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
                                                              train_flops(model_params(shape_dir), budget_tokens))
 
     arms: dict[str, Callable[[int], None]] = {
-        'a': lambda seed: l0_arm('a', seed, 'doremi', []),
-        'e': lambda seed: l0_arm('e', seed, 'doremi', dense_init_overrides(cfg.prune_steps)),
+        'a': lambda seed: l0_arm('a', seed, cfg.rule, []),
+        'e': lambda seed: l0_arm('e', seed, cfg.rule, dense_init_overrides(cfg.prune_steps), dense=True),
         'b': lambda seed: l0_arm('b', seed, 'constant', []),
         'c': oneshot_arm,
         'd': scratch_arm,
         'f': lambda seed: oneshot_arm(seed, 'f', tuple(kd)),
-        'g': lambda seed: l0_arm('g', seed, 'doremi', [], prune_arm='a', extra=tuple(kd)),
+        'g': lambda seed: l0_arm('g', seed, cfg.rule, [], prune_arm='a', extra=tuple(kd)),
+        'h': lambda seed: l0_arm('h', seed, cfg.rule, LOW_NOISE_OVERRIDES),
     }
     for arm in cfg.arms:
         for seed in cfg.seeds:
@@ -334,12 +343,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument('--kd-alpha', type=float, default=0.5, help='distillation alpha of arms f and g')
     parser.add_argument('--arms', default=DEFAULT_ARMS, help=f'arms to run, of {ARM_LABELS} (default {DEFAULT_ARMS})')
     parser.add_argument('--seeds', default='17,18', help='seeds of every arm (default 17,18)')
+    parser.add_argument('--rule', default='doremi', help='dynamic-loading rule of every dynamic arm (default doremi; '
+                        'another rule runs in folders of its own)')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
     cfg = QualityConfig(out=args.out, data=args.data, heldout=args.heldout, source=args.source,
                         prune_steps=args.prune_steps, continue_steps=args.continue_steps, calib_rows=args.calib_rows,
                         heldout_rows=args.heldout_rows, scratch_lr=args.scratch_lr, kd_alpha=args.kd_alpha,
-                        arms=args.arms.split(','), seeds=[int(x) for x in args.seeds.split(',')])
+                        rule=args.rule, arms=args.arms.split(','), seeds=[int(x) for x in args.seeds.split(',')])
     start = time.monotonic()
     result = run_comparison(cfg)
     path = write_outputs(result, cfg.out.resolve())

@@ -7,3 +7,7 @@ class ShearError(Exception):
 
 class ConfigError(ShearError, ValueError):
     """A YAML key, value or type is wrong; the message names the key and what was expected."""
+
+
+class TrainingStopped(ShearError, RuntimeError):
+    """Training was stopped on purpose (a non-finite loss, say); the message names the batch and what survives."""

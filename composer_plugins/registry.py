@@ -21,6 +21,7 @@ def register_all() -> None:
 
     from composer_plugins.algorithms.distillation import Distillation
     from composer_plugins.callbacks.dynamic_loading import DynamicLoading
+    from composer_plugins.callbacks.finite_guard import FiniteGuard
     from composer_plugins.callbacks.lagrangian import LagrangianAscent
     from composer_plugins.callbacks.mask_learning import MaskLearning
     from composer_plugins.callbacks.pruning_monitor import PruningMonitor
@@ -37,6 +38,7 @@ def register_all() -> None:
     registry.callbacks.register('lagrangian', func=LagrangianAscent)
     registry.callbacks.register('dynamic_loading', func=DynamicLoading)
     registry.callbacks.register('sample_log', func=SampleLog)
+    registry.callbacks.register('finite_guard', func=FiniteGuard)
     registry.algorithms.register('distillation', func=Distillation)
     registry.loggers.register('jsonl', func=JsonlMetricsLogger)
     registry.dataloaders.register('domain_mixture', func=build_domain_mixture_dataloader)

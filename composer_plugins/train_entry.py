@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -51,14 +52,45 @@ def run(run_cfg: RunConfig) -> 'Trainer':
     if run_cfg.python_log_level:
         logging.getLogger('composer_plugins').setLevel(run_cfg.python_log_level.upper())
     _share_cpu_threads()
+    run_cfg = _for_one_process(run_cfg)
 
     from omegaconf import OmegaConf
 
     from composer_plugins.registry import register_all
     register_all()
+    _check_data_tokenizer(run_cfg)
     from llmfoundry.command_utils import train
 
     return train(OmegaConf.create(to_foundry_config(run_cfg)))
+
+
+def _for_one_process(run_cfg: RunConfig) -> RunConfig:
+    """In a one-process run: no ``fsdp_config`` (llm-foundry drops it too, but after naming the checkpoints
+    by it), and a sharded checkpoint to resume is consolidated first (:mod:`~composer_plugins.models.one_process_resume`).
+    """
+    if int(os.environ.get('WORLD_SIZE', '1')) != 1:
+        return run_cfg
+    if run_cfg.fsdp_config is not None:
+        log.info('One process: fsdp_config is not used; checkpoints are written as ep*-ba*-rank0.pt')
+        run_cfg = dataclasses.replace(run_cfg, fsdp_config=None)
+    from composer_plugins.models.one_process_resume import prepare_one_process_resume
+
+    resume = prepare_one_process_resume(run_cfg.load_path, run_cfg.save_folder, run_cfg.autoresume)
+    if resume is None:
+        return run_cfg
+    log.info('One process resumes the sharded checkpoint %s from %s', resume.sharded, resume.load_path)
+    return dataclasses.replace(run_cfg, load_path=str(resume.load_path))
+
+
+def _check_data_tokenizer(run_cfg: RunConfig) -> None:
+    """The tokenizer that prepared the data (its manifest's fingerprint) is the run's; loads it only if recorded."""
+    from composer_plugins.data.data_model_check import check_manifest_tokenizer, manifests
+
+    folders = run_cfg.data_folders()
+    if not any('vocab_sha256' in manifest for *_, manifest in manifests(folders)):
+        return
+    from composer_plugins.models.tokenizers import load_tokenizer
+    check_manifest_tokenizer(folders, run_cfg.tokenizer.name, load_tokenizer(run_cfg.tokenizer.name))
 
 
 def _share_cpu_threads() -> None:

@@ -32,6 +32,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from composer_plugins.data.data_model_check import vocab_fingerprint
 from composer_plugins.data.mds import pack_documents, token_dtype, write_token_rows
 from composer_plugins.errors import ShearError
 from composer_plugins.output_dirs import check_out_dir, staged_output
@@ -41,7 +42,7 @@ from data_prep.tokenize import TokenizedChunk, TokenizerPool, load_prep_tokenize
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = 'manifest.json'
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: vocab_sha256
 SPLITS = ('eval', 'train')  # in the order they are taken from each domain's stream
 DOMAIN_NAME = re.compile(r'^[A-Za-z0-9_-]+$')
 
@@ -179,6 +180,8 @@ class Manifest:
         version: Schema version.
         tokenizer: Tokenizer name as given.
         vocab_size: ``len(tokenizer)``.
+        vocab_sha256: fingerprint of the token-to-id map, which training checks against its tokenizer
+            (:func:`composer_plugins.data.data_model_check.vocab_fingerprint`).
         eos_token_id: Id appended after each document.
         seq_len: Tokens per row.
         token_dtype: NumPy dtype of the MDS ``tokens`` column (``uint16`` or ``uint32``).
@@ -197,6 +200,7 @@ class Manifest:
     text_key: str
     seed: int
     domains: dict[str, DomainManifest]
+    vocab_sha256: Optional[str] = None
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict."""
@@ -359,7 +363,7 @@ def prepare(config: PrepConfig) -> Manifest:
             version=MANIFEST_VERSION, tokenizer=config.tokenizer, vocab_size=len(tokenizer),
             eos_token_id=int(tokenizer.eos_token_id), seq_len=config.seq_len, token_dtype=dtype.name,
             requested={'train_tokens': config.train_tokens, 'eval_tokens': config.eval_tokens},
-            text_key=config.text_key, seed=config.seed, domains=domains,
+            text_key=config.text_key, seed=config.seed, domains=domains, vocab_sha256=vocab_fingerprint(tokenizer),
         )
         manifest.write(staging)
     for name, domain in domains.items():

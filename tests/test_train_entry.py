@@ -127,3 +127,17 @@ def test_two_process_run_checkpoints_and_resumes(corpus_dir, tmp_path, paralleli
     if parallelism == 'ddp':
         state = torch.load(final, map_location='cpu', weights_only=False)['state']
         assert state['timestamp']['Timestamp']['batch'] == 8
+    if parallelism == 'fsdp2':  # the same sharded run continues on one process, from its newest checkpoint
+        import re
+
+        from composer_plugins.models.checkpoint import load_composer_state
+
+        one = run_train(*args, 'max_duration=12ba', 'console_log_interval=1ba', nproc=1)
+        batches = [int(b) for b in re.findall(r'\[batch=(\d+)/12\]', one.stdout + one.stderr)]
+        assert batches[0] == 9 and batches[-1] == 12, batches
+        consolidated = torch.load(save_folder / 'consolidated' / 'ep0-ba8-rank0.pt', map_location='cpu',
+                                  weights_only=False)['state']
+        sharded_state = load_composer_state(final)['state']
+        for name, tensor in sharded_state['model'].items():
+            assert torch.equal(consolidated['model'][name], tensor), name
+        assert (save_folder / 'ep0-ba12-rank0.pt').exists()

@@ -68,7 +68,8 @@ class Distillation(Algorithm):
             return
         batch = state.batch
         with torch.no_grad(), get_precision_context(state.precision, state.precision_config):
-            teacher_logits = self.teacher(input_ids=batch['input_ids'], attention_mask=batch.get('attention_mask')).logits
+            teacher_logits = self.teacher(input_ids=batch['input_ids'], attention_mask=batch.get('attention_mask'),
+                                          use_cache=False).logits
         kd = kd_loss(state.outputs['logits'], teacher_logits, batch['labels'],
                      self.config.temperature, self.config.top_k)
         state.loss = with_distillation(state.loss, kd, self.config.alpha)

@@ -9,6 +9,7 @@ Metric keys:
 
 * ``eval/<domain>/loss``: the domain's eval cross entropy;
 * ``data/weight/<domain>``: the weight of the next interval;
+* ``data/weight_entropy``: the entropy of those weights in nats (``ln k`` is uniform, 0 one domain);
 * ``data/samples/<domain>``: samples drawn from the domain so far (every batch).
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ from composer.utils import dist
 
 from composer_plugins.data.mixture_loader import DomainMixtureDataset
 from composer_plugins.data.domain_weights import per_domain_values, write_domain_weights
-from composer_plugins.data.weight_rules import RULES
+from composer_plugins.data.weight_rules import BOUNDED_FLOOR, RULES, weight_entropy
 from composer_plugins.errors import ShearError
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,13 @@ class DynamicLoading(Callback):
     """Registered as ``dynamic_loading``.
 
     Args:
-        rule: ``doremi`` (w ∝ w·exp(max(l − ref, 0))) or ``constant``.
+        rule: ``doremi`` (the paper's, w ∝ w·exp(max(l − ref, 0))), ``bounded`` (a relative gap
+            max(l − ref, 0) / ref and a floor of ``floor / k`` per domain:
+            :func:`~composer_plugins.data.weight_rules.bounded_update`) or ``constant``.
         ref_losses: reference loss per domain, as a mapping or a list in domain order.
         clamp_gap: clamp the loss gap at 0 (paper); False matches the original code.
-        smoothing: weight of the uniform distribution mixed into the new weights.
+        smoothing: weight of the uniform distribution mixed into the new weights (``doremi``).
+        floor: ``f`` of rule ``bounded``: each domain keeps at least ``f / k`` of the mixture.
         weights_file: if set, rank 0 writes the latest weights there after every update
             (``{"batch": b, "domains": {...}}``), which a later stage reads with
             ``train_loader.dataset.weights_from``.
@@ -47,17 +51,21 @@ class DynamicLoading(Callback):
     def __init__(
         self, rule: str = 'doremi', ref_losses: Union[dict[str, float], list[float], None] = None,
         clamp_gap: bool = True, smoothing: float = 0.0, weights_file: Optional[str] = None,
+        floor: float = BOUNDED_FLOOR,
     ) -> None:
         if rule not in RULES:
             raise ShearError(f'callbacks.dynamic_loading.rule: got {rule!r}; expected one of {sorted(RULES)}')
-        if rule == 'doremi' and ref_losses is None:
-            raise ShearError('callbacks.dynamic_loading.ref_losses: required by rule doremi')
+        if rule in ('doremi', 'bounded') and ref_losses is None:
+            raise ShearError(f'callbacks.dynamic_loading.ref_losses: required by rule {rule}')
+        if not 0.0 <= floor < 1.0:
+            raise ShearError(f'callbacks.dynamic_loading.floor: got {floor}; expected a value in [0, 1)')
         if not 0.0 <= smoothing < 1.0:
             raise ShearError(f'callbacks.dynamic_loading.smoothing: got {smoothing}; expected a value in [0, 1)')
         self.rule = rule
         self.ref_losses_cfg = ref_losses
         self.clamp_gap = clamp_gap
         self.smoothing = smoothing
+        self.floor = floor
         self.weights_file = weights_file
         self.history: list[dict[str, Any]] = []
 
@@ -71,7 +79,12 @@ class DynamicLoading(Callback):
         refs = self.ref_losses_cfg
         if refs is None:
             return np.zeros(len(domains))
-        return np.array(per_domain_values(refs, domains, 'callbacks.dynamic_loading.ref_losses'))
+        values = np.array(per_domain_values(refs, domains, 'callbacks.dynamic_loading.ref_losses'))
+        if self.rule == 'bounded' and (values <= 0).any():
+            bad = {d: float(v) for d, v in zip(domains, values) if v <= 0}
+            raise ShearError(f'callbacks.dynamic_loading.ref_losses: rule bounded divides by the reference; '
+                             f'got {bad}, expected positive losses')
+        return values
 
     def fit_start(self, state: State, logger: Logger) -> None:
         dataset = self._dataset(state)
@@ -95,12 +108,12 @@ class DynamicLoading(Callback):
         losses = np.array([self._domain_loss(state, domain) for domain in dataset.domains])
         refs = self._ref_losses(dataset.domains)
         new = RULES[self.rule](
-            dataset.next_weights, losses, refs, clamp_gap=self.clamp_gap, smoothing=self.smoothing,
+            dataset.next_weights, losses, refs, clamp_gap=self.clamp_gap, smoothing=self.smoothing, floor=self.floor,
         )
         dataset.set_weights(new)
         step = int(state.timestamp.batch)
         self.history.append({'batch': step, 'losses': losses.tolist(), 'weights': new.tolist()})
-        metrics: dict[str, float] = {}
+        metrics: dict[str, float] = {'data/weight_entropy': weight_entropy(new)}
         for domain, loss, weight in zip(dataset.domains, losses, new):
             metrics[f'eval/{domain}/loss'] = float(loss)
             metrics[f'data/weight/{domain}'] = float(weight)

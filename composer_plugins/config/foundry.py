@@ -11,8 +11,12 @@ def to_foundry_config(run_cfg: RunConfig) -> dict[str, Any]:
     """The llm-foundry train config (the optimizer is the weights' only; see the pruning callbacks).
 
     The ``distillation`` block becomes the ``distillation`` algorithm, its teacher resolved.
+    Every run gets the ``finite_guard`` callback (a non-finite loss stops it, and no checkpoint
+    with non-finite weights is written); ``callbacks.finite_guard`` only tunes it.
     """
     data = to_dict(run_cfg)
+    data['callbacks'] = {**(data.get('callbacks') or {})}
+    data['callbacks']['finite_guard'] = data['callbacks'].get('finite_guard') or {}
     if data.get('loggers'):
         data['loggers'] = _enabled_loggers(data['loggers'])
     distillation = data.pop('distillation', None)

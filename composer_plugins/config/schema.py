@@ -12,7 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
 from composer_plugins.data.domain_weights import per_domain_values, read_domain_weights
+from composer_plugins.data.data_model_check import check_manifest_vocab
+from composer_plugins.data.shard_check import check_shards
+from composer_plugins.config.guards import FiniteGuardConfig
 from composer_plugins.config.model_names import check_model_name
+from composer_plugins.config.run_folders import check_save_folder
 from composer_plugins.config.typed import from_dict
 from composer_plugins.distillation.config import DistillationConfig
 from composer_plugins.errors import ConfigError
@@ -71,6 +75,7 @@ class TextDatasetConfig:
                     f'{path}.local: no MDS index at {os.path.join(shard_dir, "index.json")!r}; '
                     'prepare shards first (see README: data) or set remote',
                 )
+            check_shards(shard_dir, f'{path}.local')
 
 
 @dataclass(kw_only=True)
@@ -130,6 +135,7 @@ class MixtureDatasetConfig:
                 index = os.path.join(self.local, domain, self.split, 'index.json')
                 if not os.path.isfile(index):
                     raise ConfigError(f'{path}.domains: domain {domain!r} has no MDS index at {index!r}')
+                check_shards(os.path.dirname(index), f'{path}.domains[{domain}]')
 
 
 @dataclass(kw_only=True)
@@ -151,6 +157,26 @@ def _check_pruning_callbacks(callbacks: dict[str, Any]) -> None:
         if name not in callbacks:
             raise ConfigError(f'callbacks.{name}: required with model.pruning (it owns {role})')
         from_dict(schema, callbacks[name] or {}, f'callbacks.{name}')
+
+
+def _check_target_shape(model: ModelConfig) -> None:
+    """``model.pruning.target`` against the source's config alone (no weights, no torch): an error in seconds.
+
+    A source whose config is not readable offline (a hub id outside the cache) is checked when it is built.
+    """
+    from composer_plugins.planning.source_shape import quick_source_shape
+    from composer_plugins.pruning.shapes import validate_target
+
+    try:
+        source = quick_source_shape(model.source, model.config_overrides)
+    except ConfigError as err:  # e.g. a bias layout that structured pruning does not support
+        raise ConfigError(f'model.source {model.source!r}: {err}') from None
+    if source is None:
+        return
+    try:
+        validate_target(source, model.pruning.target.to_shape(source))
+    except (ConfigError, ValueError) as err:
+        raise ConfigError(f'model.pruning.target: {err} (source {model.source})') from None
 
 
 @dataclass
@@ -308,6 +334,18 @@ class RunConfig:
     load_weights_only: bool = False
     dist_timeout: float = 600.0
 
+    def data_folders(self) -> list[tuple[str, str]]:
+        """``(key, local folder)`` of every local dataset the run reads: the train loader's, then the evaluators'."""
+        folders = []
+        if self.train_loader.dataset.remote is None:
+            folders.append(('train_loader.dataset.local', self.train_loader.dataset.local))
+        evals = self.eval_loaders or ([self.eval_loader] if self.eval_loader else [])
+        for i, loader in enumerate(evals):
+            if loader.dataset.remote is None:
+                folders.append((f'eval_loaders[{i}].dataset.local' if self.eval_loaders else 'eval_loader.dataset.local',
+                                loader.dataset.local))
+        return folders
+
     def validate(self, path: str) -> None:
         if self.global_train_batch_size <= 0:
             raise ConfigError(f'global_train_batch_size: got {self.global_train_batch_size}; expected a positive int')
@@ -317,12 +355,16 @@ class RunConfig:
             raise ConfigError('autoresume: true needs both save_folder and run_name to be set')
         if self.eval_loader is not None and self.eval_loaders is not None:
             raise ConfigError('eval_loader and eval_loaders: set one of them, not both')
+        check_save_folder(self.save_folder, self.run_name, autoresume=self.autoresume,
+                          save_overwrite=self.save_overwrite, load_path=self.load_path)
         if self.distillation is not None:
             if 'distillation' in (self.algorithms or {}):
                 raise ConfigError('algorithms.distillation: configure distillation with the top-level '
                                   'distillation block (teacher, alpha, temperature, top_k)')
             self.distillation.resolve_teacher(self.model.source, self.model.pruning is not None, 'distillation')
+        from_dict(FiniteGuardConfig, (self.callbacks or {}).get('finite_guard') or {}, 'callbacks.finite_guard')
         if self.model.pruning is not None:
+            _check_target_shape(self.model)
             _check_pruning_callbacks(self.callbacks or {})
             if self.fsdp_config is not None and self.fsdp_config.low_precision_params(self.precision):
                 raise ConfigError(
@@ -332,6 +374,9 @@ class RunConfig:
                     "the masks written at evaluation could differ from the exported ones. Use 'FULL': parameters "
                     'stay fp32, and precision amp_bf16 / amp_fp16 still runs the matmuls in half precision',
                 )
+        from composer_plugins.planning.source_shape import quick_source_shape
+        source = quick_source_shape(self.model.source, self.model.config_overrides)
+        check_manifest_vocab(self.data_folders(), self.model.source, source.vocab_size if source else None)
         if isinstance(self.train_loader, MixtureLoaderConfig):
             dynamic = (self.callbacks or {}).get('dynamic_loading') or {}
             if isinstance(dynamic, dict) and dynamic.get('ref_losses') is not None:

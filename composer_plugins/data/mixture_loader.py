@@ -21,12 +21,12 @@ import torch
 from composer.core import DataSpec
 from composer.utils import dist
 from streaming import Stream, StreamingDataset
-from streaming.base.util import clean_stale_shared_memory
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from composer_plugins.data.mds import TOKENS_COLUMN
 from composer_plugins.data.mixture_schedule import IntervalPlan, plan_interval
+from composer_plugins.data.shard_check import describe_row
 from composer_plugins.errors import ShearError
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,12 @@ class DomainMixtureDataset(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         domain, index = key
-        tokens = self.sources[domain][int(index)][TOKENS_COLUMN][:self.max_seq_len]
+        try:
+            tokens = self.sources[domain][int(index)][TOKENS_COLUMN][:self.max_seq_len]
+        except (ValueError, OSError, KeyError, IndexError, EOFError) as err:
+            where = describe_row(self.sources[domain], int(index))
+            raise ShearError(f'train_loader.dataset: domain {self.domains[domain]!r}: {where} cannot be read '
+                             f'({type(err).__name__}: {err}); prepare the data again') from err
         return {
             'input_ids': torch.from_numpy(np.asarray(tokens, dtype=np.int64)),
             'domain_id': domain,
@@ -210,7 +215,8 @@ def build_domain_mixture_dataloader(
 ) -> DataSpec:
     """llm-foundry dataloader builder: ``train_loader.name: domain_mixture``."""
     del tokenizer, drop_last  # rows are pre-tokenized; intervals hold whole batches
-    clean_stale_shared_memory()
+    # No clean_stale_shared_memory(): it unlinks every streaming segment on the machine, other runs'
+    # included. streaming gives each dataset a free prefix and releases what it created at exit.
     cfg = dict(dataset)
     global_batch = int(device_batch_size) * dist.get_world_size()
     mixture = DomainMixtureDataset(

@@ -291,12 +291,9 @@ def resolve_domains(data_dir: str | Path, split: str, domains: Optional[Sequence
 def read_token_rows(split_dir: str | Path, max_rows: int) -> list[np.ndarray]:
     """Up to ``max_rows`` rows (column ``tokens``) of the MDS dataset in ``split_dir``, in order."""
     from streaming import StreamingDataset
-    from streaming.base.util import clean_stale_shared_memory
-
     from composer_plugins.data.streaming_memory import released_streaming_memory
 
-    clean_stale_shared_memory()
-    with released_streaming_memory():
+    with released_streaming_memory():  # releases only what this read created: other runs' memory is not ours
         try:
             dataset = StreamingDataset(local=str(split_dir), split=None, shuffle=False, batch_size=1)
         except Exception as err:  # streaming raises assorted errors for bad indexes
@@ -342,7 +339,7 @@ def mean_token_loss(model: Any, rows: Sequence[np.ndarray], batch_size: int, wha
         with torch.no_grad():
             for start in range(0, len(rows), batch_size):
                 ids = torch.from_numpy(np.stack(rows[start:start + batch_size])).to(device)
-                logits = model(input_ids=ids).logits.float()
+                logits = model(input_ids=ids, use_cache=False).logits.float()
                 nll = F.cross_entropy(
                     logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction='sum')
                 total += float(nll.double())

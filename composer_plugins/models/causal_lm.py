@@ -93,7 +93,8 @@ class ShearCausalLM(HuggingFaceModel):
             self.mask_applier.set_masks(out.masks)
             self.last_pruner_output = out
             self._lagrangian = out.lagrangian if self.training else None
-        return super().forward(batch)
+        inputs = {key: value for key, value in batch.items() if key in self.model_forward_args}
+        return self.model(**inputs, use_cache=False)  # no K/V cache: nothing here generates
 
     def loss(self, outputs: Any, batch: Mapping[str, Any]) -> Any:
         lm_loss = super().loss(outputs, batch)

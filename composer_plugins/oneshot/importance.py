@@ -133,7 +133,7 @@ def measure_importance(model: PreTrainedModel, rows: Sequence[np.ndarray], batch
         with torch.no_grad():
             for start in range(0, len(rows), batch_size):
                 ids = torch.from_numpy(np.stack(rows[start:start + batch_size])).long().to(device)
-                model(input_ids=ids)
+                model(input_ids=ids, use_cache=False)
                 accumulator.tokens += ids.numel()
     finally:
         accumulator.remove()

@@ -42,10 +42,10 @@ Terms (their sum is the estimate)::
                                             cache until the forward ends (with it); FSDP2's resharding does
                                             not free these copies
     activations  = T L a_layer + T a_model  (no activation checkpointing)
-                 = T L (c H + 2 c K) + T a_layer + T a_model  (fsdp_config.activation_checkpointing:
-                                            each decoder layer keeps only its input, plus the K/V tensors that
-                                            HF's DynamicCache holds (use_cache stays true in training), and one
-                                            layer is recomputed at a time during backward)
+                 = T L c H + T a_layer + T a_model  (fsdp_config.activation_checkpointing:
+                                            each decoder layer keeps only its input, and one layer is
+                                            recomputed at a time during backward; training runs with
+                                            use_cache=False, so no K/V cache outlives a layer)
     logits       = T V (c + 12)             the logits (c bytes, kept in Composer's state.outputs), the fp32
                                             log-softmax the cross entropy saves, its gradient and the fp32
                                             gradient of the logits, alive together at the start of backward
@@ -71,9 +71,10 @@ counted in transformers 4.51's Llama / Mistral / Qwen2 layers with SDPA)::
 
     norms      2 (4 + 2c) H     each RMSNorm saves its fp32 input, the normalised value and its output
                                 (composer_plugins/models/masked_norm.py computes the same way)
-    attention  c (A + 2K + 2A)  rotated queries, keys and values (the keys and values are also held
-                                by the DynamicCache), SDPA's output and its contiguous copy (o_proj input)
-             + 2 c A            with grouped-query attention under SDPA / eager: repeat_kv's copies of K, V
+    attention  c (A + 2A)       rotated queries, SDPA's output and its contiguous copy (o_proj input)
+             + 2 c K            rotated keys and values, as the kernel saves them; with grouped-query
+                                attention under SDPA / eager, 2 c A instead: it saves repeat_kv's copies
+                                (training keeps no K/V cache, so the un-repeated K, V are not held)
              + 4 n_q            SDPA's log-sum-exp (flash kernels); eager instead saves the attention
                                 probabilities: + n_q s (4 + c [c = 2])
     MLP        4 c F            gate, SiLU(gate), up and their product (down_proj input)
@@ -456,9 +457,11 @@ def layer_activation_bytes_per_token(inputs: MemoryInputs) -> int:
     q_width = s.num_attention_heads * s.head_dim
     kv_width = s.num_key_value_heads * s.head_dim
     norms = 2 * (4 + 2 * c) * s.hidden_size
-    attention = c * (3 * q_width + 2 * kv_width)
+    attention = 3 * c * q_width
     if s.q_per_kv > 1 and inputs.attn_implementation != 'flash_attention_2':
-        attention += 2 * c * q_width
+        attention += 2 * c * q_width  # repeat_kv's copies: what SDPA / eager save instead of K and V
+    else:
+        attention += 2 * c * kv_width
     if inputs.attn_implementation == 'eager':
         attention += s.num_attention_heads * inputs.seq_len * (4 + (c if c < 4 else 0))
     else:
@@ -481,5 +484,5 @@ def _activation_bytes_per_token(inputs: MemoryInputs, recomputing: bool = True) 
         model_level += c * s.hidden_size
     if not inputs.activation_checkpointing:
         return s.num_layers * per_layer + model_level
-    kept = c * (s.hidden_size + 2 * s.num_key_value_heads * s.head_dim)
+    kept = c * s.hidden_size  # each checkpointed layer's input; no K/V cache (use_cache=False)
     return s.num_layers * kept + (per_layer if recomputing else 0) + model_level

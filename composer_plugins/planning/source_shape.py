@@ -75,6 +75,39 @@ def resolve_source_shape(
     return ModelShape.from_hf_config(config), label
 
 
+def quick_source_shape(source: str, config_overrides: Optional[Mapping[str, Any]] = None) -> Optional[ModelShape]:
+    """The source's shape from plain files only (no transformers, no torch), or None where that needs more.
+
+    Reads a ``tiny-*`` name's fields, a local directory's ``config.json`` as JSON, or a known hub id;
+    config-time checks use it so that a wrong target fails in seconds. Anything else (a hub id in
+    the HF cache, a config whose defaults only transformers knows) is left to the model build.
+    """
+    import json
+
+    from composer_plugins.models.tiny import tiny_config_fields
+
+    if source.startswith('tiny-'):
+        try:
+            fields = tiny_config_fields(source)
+        except KeyError:
+            return None
+    elif os.path.isfile(os.path.join(os.path.expanduser(source), 'config.json')):
+        try:
+            with open(os.path.join(os.path.expanduser(source), 'config.json'), encoding='utf-8') as f:
+                fields = json.load(f)
+        except (OSError, ValueError):
+            return None
+    elif source in HUB_ALIASES:
+        fields = dict(KNOWN_SHAPES[HUB_ALIASES[source]])
+    else:
+        return None
+    fields = {**fields, **(config_overrides or {})}
+    needed = ('num_hidden_layers', 'hidden_size', 'num_attention_heads', 'intermediate_size', 'vocab_size')
+    if not isinstance(fields, dict) or any(key not in fields for key in needed):
+        return None
+    return ModelShape.from_hf_config(SimpleNamespace(**fields))
+
+
 def _known(name: str) -> SimpleNamespace:
     return SimpleNamespace(**KNOWN_SHAPES[name])
 

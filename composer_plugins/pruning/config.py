@@ -7,8 +7,14 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
 
 from composer_plugins.errors import ConfigError
-from composer_plugins.pruning.hard_concrete import DEFAULT_INIT_DROP_PROB
 from composer_plugins.pruning.shapes import ModelShape
+
+DEFAULT_INIT_DROP_PROB = 0.01
+"""Default ``d`` of the initialisation ``log_alpha = log(1 - d) - log(d)`` (about 4.595).
+
+At that value ``keep_prob()`` is about 0.998 and about 95 % of training samples are
+exactly 1, so pruning starts from (almost exactly) the dense source model.
+"""
 
 MaskType = Literal['layer', 'head_layer', 'mlp', 'kv_group', 'head', 'intermediate', 'hidden']
 

@@ -25,6 +25,8 @@ import math
 from collections.abc import Sequence
 
 import torch
+
+from composer_plugins.pruning.config import DEFAULT_INIT_DROP_PROB  # noqa: F401 -- re-exported
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -42,12 +44,6 @@ LOG_ALPHA_MIN = -10.0
 LOG_ALPHA_MAX = 10.0
 """Range that :meth:`HardConcreteGate.clamp_` keeps ``log_alpha`` in."""
 
-DEFAULT_INIT_DROP_PROB = 0.01
-"""Default ``d`` of the initialisation ``log_alpha = log(1 - d) - log(d)`` (about 4.595).
-
-At that value ``keep_prob()`` is about 0.998 and about 95 % of training samples are
-exactly 1, so pruning starts from (almost exactly) the dense source model.
-"""
 
 KEPT_VALUE_FLOOR = 0.5
 """Smallest deterministic value of a kept unit.

@@ -170,3 +170,51 @@ def test_non_finite_numbers_are_named_errors(corpus_dir, override, expected):
     with pytest.raises(ConfigError) as info:
         _load(corpus_dir, override)
     assert str(info.value).startswith(expected)
+
+
+def test_save_folder_that_cannot_be_created_is_one_line(corpus_dir, tmp_path):
+    blocker = tmp_path / 'a-file'
+    blocker.write_text('not a folder')
+    with pytest.raises(ConfigError, match=r"^save_folder: '.*a-file/checkpoints' cannot be created: '.*a-file' is a file"):
+        _load(corpus_dir, f'save_folder={blocker}/checkpoints')
+
+
+def test_save_folder_with_checkpoints_needs_autoresume_or_overwrite(corpus_dir, tmp_path):
+    folder = tmp_path / 'checkpoints'
+    folder.mkdir()
+    (folder / 'ep0-ba2-rank0.pt').write_bytes(b'')
+    with pytest.raises(ConfigError, match=r"^save_folder: '.*' already holds checkpoints \(ep0-ba2-rank0.pt\); "
+                                          r'set autoresume=true .* save_overwrite=true'):
+        _load(corpus_dir, f'save_folder={folder}')
+    for flag in ('autoresume=true', 'save_overwrite=true'):
+        assert _load(corpus_dir, f'save_folder={folder}', flag).save_folder == str(folder)
+
+
+def test_rerun_into_a_finished_run_folder_fails_in_seconds_with_one_line(corpus_dir, tmp_path):
+    """The CLI path: a second run into the same folder is one line, rc 2, and the checkpoint stays."""
+    folder = tmp_path / 'checkpoints'
+    folder.mkdir()
+    (folder / 'ep0-ba20-rank0.pt').write_bytes(b'kept')
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / 'train.py'), str(TINY_YAML), f'variables.data_dir={corpus_dir}',
+                           f'save_folder={folder}'], cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and time.monotonic() - started < 30
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and 'already holds checkpoints' in lines[0], lines
+    assert (folder / 'ep0-ba20-rank0.pt').read_bytes() == b'kept'
+
+
+def test_target_larger_than_the_source_fails_in_seconds_before_the_model_is_built(corpus_dir):
+    from conftest import PRUNE_TINY_YAML
+
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / 'train.py'), str(PRUNE_TINY_YAML),
+                           f'variables.data_dir={corpus_dir}', 'model.pruning.target.num_layers=99'],
+                          cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    elapsed = time.monotonic() - started
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, lines
+    assert 'model.pruning.target: target shape: num_layers (99) exceeds the source num_layers' in lines[0]
+    assert 'model shape' not in lines[0]
+    assert elapsed < 5.0, f'{elapsed:.1f} s'

@@ -1,6 +1,7 @@
 """Every shipped run YAML loads and validates; the presets' targets have the stated sizes."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import yaml
 from composer_plugins.config.foundry import to_foundry_config
 from composer_plugins.config.load import load_run_config
 from composer_plugins.config.schema import FsdpConfig
+from composer_plugins.planning.source_shape import HUB_ALIASES, KNOWN_SHAPES
 from composer_plugins.pruning.shapes import (
     ModelShape,
     count_non_embedding_params,
@@ -47,12 +49,23 @@ def stub_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def _smollm2_config_dir(root: Path) -> Path:
+    """A folder holding only SmolLM2-135M's config.json (its published fields)."""
+    folder = root / 'smollm2-135m-config'
+    folder.mkdir(exist_ok=True)
+    (folder / 'config.json').write_text(json.dumps(KNOWN_SHAPES['smollm2-135m']))
+    return folder
+
+
 def _load(path: Path, data_dir: Path):
     """Load ``path`` with the stub data; a ``variables.model_dir`` becomes a tiny model so that
     validation does not depend on which model directories exist on this machine."""
     variables = yaml.safe_load(path.read_text()).get('variables') or {}
     overrides = [f'variables.data_dir={data_dir}']
-    if 'model_dir' in variables:
+    model_dir = variables.get('model_dir')
+    if model_dir == 'models/smollm2-135m':  # the target is checked against the source's config.json
+        overrides.append(f'variables.model_dir={_smollm2_config_dir(data_dir)}')
+    elif model_dir is not None and model_dir not in HUB_ALIASES:  # hub ids of known shapes stay
         overrides.append('variables.model_dir=tiny-llama')
     if 'prev_run_dir' in variables:
         overrides.append(f'variables.prev_run_dir={data_dir}')

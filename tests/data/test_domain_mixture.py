@@ -15,7 +15,7 @@ import torch
 
 from composer_plugins.config.load import load_run_config
 from composer_plugins.data.mixture_schedule import apportion
-from composer_plugins.data.weight_rules import constant_update, doremi_update
+from composer_plugins.data.weight_rules import bounded_update, constant_update, doremi_update, weight_entropy
 from composer_plugins.errors import ConfigError
 from conftest import MIXTURE_YAML, REPO_ROOT, run_train, subprocess_env, train_command
 
@@ -41,6 +41,24 @@ def test_doremi_rule_raises_lagging_domains():
     smoothed = doremi_update(w, np.array([2.0, 3.0, 1.0]), np.array([2.0, 2.0, 2.0]), smoothing=0.5)
     assert smoothed == pytest.approx(0.5 * new + 0.5 / 3)
     assert constant_update(w, np.ones(3), np.zeros(3)) == pytest.approx(w)
+
+
+def test_bounded_rule_uses_the_relative_gap_and_keeps_every_domain_above_its_floor():
+    w = np.array([0.5, 0.3, 0.2])
+    refs = np.array([2.0, 4.0, 1.0])
+    new = bounded_update(w, losses=np.array([3.0, 4.0, 0.5]), ref_losses=refs, floor=0.3)
+    expected = w * np.exp([0.5, 0.0, 0.0])  # (3 - 2) / 2; at and below the reference: 0
+    assert new == pytest.approx(0.7 * expected / expected.sum() + 0.1)
+    # Gaps of several nats, as right after pruning: the paper's rule collapses the mix in three updates,
+    # the bounded rule keeps every domain at or above floor / k.
+    paper, bounded = w.copy(), w.copy()
+    for _ in range(3):
+        losses = np.array([9.0, 4.5, 3.0])
+        paper = doremi_update(paper, losses, refs)
+        bounded = bounded_update(bounded, losses, refs)
+    assert paper.min() < 0.001 and bounded.min() >= 0.3 / 3 - 1e-12
+    assert weight_entropy(bounded) > weight_entropy(paper)
+    assert weight_entropy(np.ones(4) / 4) == pytest.approx(np.log(4)) and weight_entropy(np.array([1.0, 0.0])) == 0.0
 
 
 def test_apportionment_is_largest_remainder():
@@ -199,3 +217,34 @@ def test_weights_respond_to_the_loss_gap(mixture_dir, tmp_path):
 
     assert final_gap(doremi) < final_gap(constant)
     assert doremi['data/samples/small'][-1][1] > constant['data/samples/small'][-1][1]
+
+
+def test_two_concurrent_runs_keep_their_own_shared_memory_and_samples(mixture_dir, tmp_path):
+    """Two mixture runs on one machine, 2 workers each, the second started while the first trains, and a
+    third dataset alive in this process: both runs finish with the same samples (same seed, so the same
+    order), and none deletes the shared memory of another (the third dataset's segments survive)."""
+    from streaming import StreamingDataset
+
+    held = StreamingDataset(local=str(mixture_dir / 'alpha' / 'train'), shuffle=False, batch_size=1)
+    prefix = f'{held._shm_prefix_int:06}_'
+    segments = sorted(name for name in os.listdir('/dev/shm') if name.startswith(prefix))
+    assert segments
+    common = [f'variables.data_dir={mixture_dir}', 'max_duration=30ba', 'train_loader.num_workers=2',
+              'train_loader.prefetch_factor=2', 'save_folder=null', 'eval_subset_num_batches=1']
+
+    def start(name: str) -> subprocess.Popen:
+        args = [*common, f'variables.run_dir={tmp_path / name}', f'callbacks.sample_log.out_dir={tmp_path / name}']
+        return subprocess.Popen(train_command(*args, yaml=MIXTURE_YAML), cwd=REPO_ROOT, env=subprocess_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    first = start('first')
+    deadline = time.monotonic() + 240
+    while not (tmp_path / 'first' / 'rank0.jsonl').exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = start('second')
+    outputs = [proc.communicate(timeout=300)[0] for proc in (first, second)]
+    assert [first.returncode, second.returncode] == [0, 0], [out[-3000:] for out in outputs]
+    assert sorted(name for name in os.listdir('/dev/shm') if name.startswith(prefix)) == segments
+    assert held[0]['tokens'].size > 0
+    samples = [_read_sample_log(tmp_path / name, 0) for name in ('first', 'second')]
+    assert sorted(samples[0]) == list(range(30)) and samples[0] == samples[1]

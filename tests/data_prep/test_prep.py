@@ -154,8 +154,10 @@ def test_manifest_and_first_row(prepared, inputs):
     manifest = read_manifest(prepared / 'mix')
     assert {key: manifest[key] for key in ('version', 'tokenizer', 'vocab_size', 'eos_token_id', 'seq_len',
                                             'token_dtype')} == {
-        'version': 1, 'tokenizer': 'byte-level', 'vocab_size': 258, 'eos_token_id': EOS, 'seq_len': SEQ_LEN,
+        'version': 2, 'tokenizer': 'byte-level', 'vocab_size': 258, 'eos_token_id': EOS, 'seq_len': SEQ_LEN,
         'token_dtype': 'uint16'}
+    from composer_plugins.data.data_model_check import vocab_fingerprint
+    assert manifest['vocab_sha256'] == vocab_fingerprint(load_tokenizer('byte-level'))
     assert list(manifest['domains']) == ['code', 'books']
     first_row = _read_rows(prepared / 'mix' / 'code' / 'eval')[0]
     assert load_tokenizer('byte-level').decode(first_row.tolist()).startswith(expected_docs['code'][0][:100])
@@ -283,3 +285,38 @@ def test_cli_prep_force_and_training_config(inputs, tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ['code', MANIFEST_NAME]
     cfg = load_run_config(str(TINY_YAML), [f'variables.data_dir={out}/code'])
     assert cfg.train_loader.dataset.local == f'{out}/code'
+
+
+def _other_tokenizer(folder: Path) -> Path:
+    """A real fast tokenizer (a small BPE trained here) whose ids differ from the byte-level one's."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE(unk_token='<unk>'))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel()
+    bpe.train_from_iterator(['def main(): return 1'] * 50, trainers.BpeTrainer(vocab_size=300, special_tokens=['<unk>']))
+    PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token='<unk>').save_pretrained(folder)
+    return folder
+
+
+def test_training_refuses_data_of_another_tokenizer(prepared, tmp_path):
+    """Data prepared with the byte-level tokenizer: a model with a smaller vocabulary fails at config load,
+    another tokenizer of a fitting size fails at run start, before any training; both name both sides."""
+    from composer_plugins.config.load import load_run_config
+    from composer_plugins.errors import ConfigError
+    from composer_plugins.train_entry import run
+    from conftest import TINY_YAML
+
+    data = prepared / 'mix' / 'code'
+    overrides = [f'variables.data_dir={data}', f'variables.run_dir={tmp_path / "run"}', 'loggers=null']
+    with pytest.raises(ConfigError, match=r"^train_loader\.dataset\.local: '.*code' was prepared with tokenizer "
+                                          r"'byte-level' \(258 tokens, .*manifest.json\), but model.source 'tiny-llama' "
+                                          r'has vocab_size 200'):
+        load_run_config(str(TINY_YAML), [*overrides, 'model.config_overrides={vocab_size: 200}'])
+
+    other = _other_tokenizer(tmp_path / 'bpe')
+    cfg = load_run_config(str(TINY_YAML), [*overrides, f'tokenizer.name={other}'])
+    with pytest.raises(ConfigError, match=rf"prepared with tokenizer 'byte-level' \(258 tokens\), but the run trains "
+                                          rf"with tokenizer.name '{other}' \(\d+ tokens\), whose token ids differ"):
+        run(cfg)
+    assert not (tmp_path / 'run').exists()  # refused before anything was written

@@ -440,3 +440,23 @@ def test_cli_rejects_non_checkpoint_file(tmp_path: Path, export_cli_only: None,
     with caplog.at_level(logging.ERROR):
         assert cli_main.main(['export', str(bogus), '--out', str(tmp_path / 'out')]) == 2
     assert 'not a Composer checkpoint' in caplog.text
+
+
+def test_training_forward_keeps_no_kv_cache():
+    """Training and eval forwards run with use_cache=False: no DynamicCache object exists afterwards."""
+    import gc
+
+    from transformers.cache_utils import Cache
+
+    from composer_plugins.models.causal_lm import ShearCausalLM
+    from composer_plugins.models.tokenizers import load_tokenizer
+
+    model = ShearCausalLM(source='tiny-llama', tokenizer=load_tokenizer('byte-level'), pretrained=False)
+    model.train()
+    ids = torch.randint(0, 256, (2, 16))
+    outputs = model({'input_ids': ids, 'labels': ids})
+    model.loss(outputs, {'input_ids': ids, 'labels': ids}).backward()
+    gc.collect()
+    assert outputs.past_key_values is None
+    assert not [obj for obj in gc.get_objects() if isinstance(obj, Cache)]
+    assert model.model.config.use_cache  # the saved config still generates with a cache
