@@ -53,3 +53,12 @@ def check_save_folder(save_folder: Optional[str], run_name: Optional[str], *, au
         raise ConfigError(f'save_folder: {save_folder!r} already holds checkpoints ({shown}); set autoresume=true '
                           'to continue that run, save_overwrite=true to replace them, or choose another '
                           'save_folder (or variables.run_dir)')
+
+
+def check_load_path(load_path: Optional[str]) -> None:
+    """A local ``load_path`` exists (a checkpoint file, a sharded folder or a symlink to either)."""
+    if load_path is None or '://' in load_path or '{' in load_path:
+        return
+    if not os.path.exists(load_path):
+        raise ConfigError(f'load_path: {load_path!r} does not exist (expected a checkpoint file or a sharded '
+                          'checkpoint folder)')

@@ -16,7 +16,7 @@ from composer_plugins.data.data_model_check import check_manifest_vocab
 from composer_plugins.data.shard_check import check_shards
 from composer_plugins.config.guards import FiniteGuardConfig
 from composer_plugins.config.model_names import check_model_name
-from composer_plugins.config.run_folders import check_save_folder
+from composer_plugins.config.run_folders import check_load_path, check_save_folder
 from composer_plugins.config.typed import from_dict
 from composer_plugins.distillation.config import DistillationConfig
 from composer_plugins.errors import ConfigError
@@ -357,6 +357,7 @@ class RunConfig:
             raise ConfigError('eval_loader and eval_loaders: set one of them, not both')
         check_save_folder(self.save_folder, self.run_name, autoresume=self.autoresume,
                           save_overwrite=self.save_overwrite, load_path=self.load_path)
+        check_load_path(self.load_path)
         if self.distillation is not None:
             if 'distillation' in (self.algorithms or {}):
                 raise ConfigError('algorithms.distillation: configure distillation with the top-level '

@@ -137,10 +137,11 @@ def _validate_without_data(raw: dict[str, Any]) -> tuple[RunConfig, list[str]]:
         model = stubbed.get('model')
         if isinstance(model, dict) and isinstance(model.get('source'), str):
             source = model['source']
-            if not source.startswith('tiny-') and not os.path.isdir(os.path.expanduser(source)):
-                model['source'] = _STUB_MODEL  # the shape is resolved separately (source_shape.py)
-                if looks_like_path(source):
-                    missing.append(f'model.source: {source}')
+            if looks_like_path(source) and not os.path.isdir(os.path.expanduser(source)):
+                # the shape is resolved separately (source_shape.py); an empty config.json passes the
+                # name check and leaves the target-against-source check to that shape
+                model['source'] = _empty_model_dir(stub_root)
+                missing.append(f'model.source: {source}')
         missing += _stub_calibration(stubbed.get('callbacks'), stub_root)
         distillation = stubbed.get('distillation')
         if isinstance(distillation, dict) and isinstance(distillation.get('teacher'), str):
@@ -152,6 +153,14 @@ def _validate_without_data(raw: dict[str, Any]) -> tuple[RunConfig, list[str]]:
     for item in missing:
         log.warning('not found on this machine: %s', item)
     return config, missing
+
+
+def _empty_model_dir(stub_root: str) -> str:
+    folder = os.path.join(stub_root, 'model')
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, 'config.json'), 'w', encoding='utf-8') as f:
+        f.write('{}')
+    return folder
 
 
 def _stub_calibration(callbacks: Any, stub_root: str) -> list[str]:

@@ -190,6 +190,11 @@ def test_save_folder_with_checkpoints_needs_autoresume_or_overwrite(corpus_dir, 
         assert _load(corpus_dir, f'save_folder={folder}', flag).save_folder == str(folder)
 
 
+def test_missing_load_path_is_named(corpus_dir, tmp_path):
+    with pytest.raises(ConfigError, match=r"^load_path: '.*nope.pt' does not exist"):
+        _load(corpus_dir, f'load_path={tmp_path / "nope.pt"}')
+
+
 def test_rerun_into_a_finished_run_folder_fails_in_seconds_with_one_line(corpus_dir, tmp_path):
     """The CLI path: a second run into the same folder is one line, rc 2, and the checkpoint stays."""
     folder = tmp_path / 'checkpoints'

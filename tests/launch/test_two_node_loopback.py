@@ -225,32 +225,20 @@ def test_resume_on_four_processes_reshards_the_checkpoint(two_node_run):
             config.hidden_size, config.intermediate_size) == (2, 2, 1, 48, 96)
 
 
-def test_one_process_continues_from_the_converted_sharded_checkpoint(two_node_run):
+def test_one_process_continues_from_the_sharded_checkpoint(two_node_run):
+    """load_path names the sharded folder: the one-process run consolidates it once and continues from it
+    (weights, optimizer, pruner, timestamp, data loader position)."""
     root, corpus_dir = two_node_run['root'], two_node_run['corpus_dir']
     sharded = two_node_run['save_folder'] / 'ep0-ba8'
     run_dir = root / 'one'
     env = subprocess_env(FSDP_VERSION='2')
-
-    # directly: llm-foundry reverts to no FSDP at world size 1 and Composer opens the folder as a file
-    direct = subprocess.run(
-        [sys.executable, TRAIN_PY, str(PRUNE_TINY_YAML),
-         *_overrides(corpus_dir, run_dir, 'direct', '12ba', 'run_name=one-direct', FSDP, f'load_path={sharded}',
-                     f'save_folder={run_dir}/direct')],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=PHASE_TIMEOUT,
-    )
-    assert direct.returncode != 0
-    assert 'Reverting to DDP' in direct.stderr and 'IsADirectoryError' in direct.stderr, direct.stderr[-4000:]
-
-    # converted to one file, it loads: weights, optimizer, pruner, timestamp, data loader position
-    converted = root / 'ba8-one-file.pt'
-    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
-    dcp_to_torch_save(sharded, converted)
     _run_processes(
         [([sys.executable, TRAIN_PY, str(PRUNE_TINY_YAML),
-           *_overrides(corpus_dir, run_dir, 'one', '12ba', 'run_name=one', f'load_path={converted}',
+           *_overrides(corpus_dir, run_dir, 'one', '12ba', 'run_name=one', FSDP, f'load_path={sharded}',
                        f'save_folder={run_dir}/checkpoints')], REPO_ROOT, env)],
         [root / 'one.log'],
     )
+    assert (run_dir / 'checkpoints' / 'consolidated' / 'ep0-ba8-rank0.pt').is_file()
     metrics = _metrics(run_dir / 'metrics-one.jsonl')
     assert _first_train_batch(metrics) == 8
     _assert_pruning_state_came_back(sharded, metrics, 8)
