@@ -20,6 +20,13 @@ with the same number of training tokens ``B = (prune_steps + continue_steps) x b
     (``distillation: {teacher: source}``, alpha ``--kd-alpha``, T 1);
 (g) (a) with the same distillation in its continued pre-training (the pruning stage is (a)'s own,
     reused when (a) ran with the same seed);
+(h) (a) with the pruning-stage settings that ``yamls/prune.yaml`` ships since 2026-12-01 given
+    explicitly (``init_margin`` 8: sampled masks that rarely scale a kept unit down; the weights
+    at the continued stage's 2e-4 with 3 warm-up batches). Runs of (a) in an ``--out`` folder
+    made before that date used margin 5 and lr 1e-4; a fresh (a) needs a fresh ``--out``.
+
+Every dynamic arm mixes with ``--rule`` (default ``bounded``, the YAMLs'; ``doremi`` is the
+paper's, whose runs use folders without a rule suffix).
 
 plus reference rows: the source and the pruned-but-untrained models of the arms. Every arm
 runs once per ``--seeds`` seed (data order, gate noise); ``--arms`` picks the arms (default
@@ -104,7 +111,7 @@ class QualityConfig:
     train_rows: int = 300
     scratch_lr: float = 1e-3
     kd_alpha: float = 0.5
-    rule: str = 'doremi'
+    rule: str = 'bounded'
     arms: list[str] = field(default_factory=lambda: DEFAULT_ARMS.split(','))
     seeds: list[int] = field(default_factory=lambda: [17, 18])
 
@@ -343,8 +350,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument('--kd-alpha', type=float, default=0.5, help='distillation alpha of arms f and g')
     parser.add_argument('--arms', default=DEFAULT_ARMS, help=f'arms to run, of {ARM_LABELS} (default {DEFAULT_ARMS})')
     parser.add_argument('--seeds', default='17,18', help='seeds of every arm (default 17,18)')
-    parser.add_argument('--rule', default='doremi', help='dynamic-loading rule of every dynamic arm (default doremi; '
-                        'another rule runs in folders of its own)')
+    parser.add_argument('--rule', default='bounded', help='dynamic-loading rule of every dynamic arm (default bounded; '
+                        'doremi, the paper\'s, runs in the folders without a suffix)')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
     cfg = QualityConfig(out=args.out, data=args.data, heldout=args.heldout, source=args.source,
