@@ -26,7 +26,8 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 
 from composer_plugins.callbacks.pruning_params import (
-    check_saved_state, full, load_optimizer_state, optimizer_state, pruning_model, remove_from_optimizers,
+    check_saved_state, full, load_optimizer_state, optimizer_state, packed, pruning_model, remove_from_optimizers,
+    unpacked,
 )
 from composer_plugins.config.typed import from_dict, to_dict
 from composer_plugins.pruning.config import LagrangianConfig
@@ -94,10 +95,12 @@ class LagrangianAscent(Callback):
         self._optimizer.zero_grad(set_to_none=True)
 
     def state_dict(self) -> dict[str, Any]:
-        return {'version': STATE_VERSION, 'config': to_dict(self.config), 'start_sparsity': self.start_sparsity,
-                'optimizer': None if self._optimizer is None else optimizer_state(self._optimizer, self._names)}
+        optimizer = None if self._optimizer is None else optimizer_state(self._optimizer, self._names)
+        return {'version': STATE_VERSION, 'config': to_dict(self.config),
+                'packed': packed({'start_sparsity': self.start_sparsity, 'optimizer': optimizer})}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = unpacked(state)
         if check_saved_state(state, STATE_VERSION, to_dict(self.config), NAME):
             self._saved = state
 

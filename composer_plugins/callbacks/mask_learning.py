@@ -33,7 +33,8 @@ from composer.loggers import Logger
 from composer.utils import dist
 
 from composer_plugins.callbacks.pruning_params import (
-    check_saved_state, full, load_optimizer_state, optimizer_state, pruning_model, remove_from_optimizers, total_batches, write_full,
+    check_saved_state, full, load_optimizer_state, optimizer_state, packed, pruning_model, remove_from_optimizers,
+    total_batches, unpacked, write_full,
 )
 from composer_plugins.config.typed import from_dict, to_dict
 from composer_plugins.pruning.config import MaskLearningConfig
@@ -145,10 +146,11 @@ class MaskLearning(Callback):
     # -- checkpoint -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         optimizer = None if self._optimizer is None else optimizer_state(self._optimizer, self._names)
-        return {'version': STATE_VERSION, 'config': to_dict(self.config), 'optimizer': optimizer,
-                'importance': self.importance}
+        return {'version': STATE_VERSION, 'config': to_dict(self.config),
+                'packed': packed({'optimizer': optimizer, 'importance': self.importance})}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = unpacked(state)
         if check_saved_state(state, STATE_VERSION, to_dict(self.config), NAME):
             self._saved = state
 

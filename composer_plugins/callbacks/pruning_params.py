@@ -9,6 +9,7 @@ resumes on any number of ranks.
 """
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -118,3 +119,25 @@ def total_batches(state: State) -> int:
     if duration.unit == TimeUnit.EPOCH and state.dataloader_len is not None:
         return int(duration.value) * int(state.dataloader_len)
     raise ShearError(f'max_duration {duration}: the pruning callbacks need it in batches (ba) or epochs')
+
+
+def packed(value: Any) -> bytes:
+    """``value`` serialised as one bytes leaf (``torch.save``).
+
+    A sharded (``torch.distributed.checkpoint``) load fills the state dict that the callback
+    returns *before* fit start, when its optimizer does not exist yet; a nested dict there has
+    other keys than the saved one ("Missing key in checkpoint state_dict"). One bytes leaf has
+    the same key in both.
+    """
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return buffer.getvalue()
+
+
+def unpacked(state: dict[str, Any]) -> dict[str, Any]:
+    """The callback state with its ``packed`` part merged back (plain states pass through)."""
+    blob = state.get('packed')
+    if not isinstance(blob, (bytes, bytearray)):
+        return state
+    return {**{k: v for k, v in state.items() if k != 'packed'},
+            **torch.load(io.BytesIO(bytes(blob)), map_location='cpu', weights_only=False)}
