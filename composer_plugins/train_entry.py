@@ -84,13 +84,11 @@ def _for_one_process(run_cfg: RunConfig) -> RunConfig:
 
 def _check_data_tokenizer(run_cfg: RunConfig) -> None:
     """The tokenizer that prepared the data (its manifest's fingerprint) is the run's; loads it only if recorded."""
-    from composer_plugins.data.data_model_check import check_manifest_tokenizer, manifests
-
-    folders = run_cfg.data_folders()
-    if not any('vocab_sha256' in manifest for *_, manifest in manifests(folders)):
-        return
+    from composer_plugins.data.data_model_check import check_manifest_tokenizer
     from composer_plugins.models.tokenizers import load_tokenizer
-    check_manifest_tokenizer(folders, run_cfg.tokenizer.name, load_tokenizer(run_cfg.tokenizer.name))
+
+    name = run_cfg.tokenizer.name
+    check_manifest_tokenizer(run_cfg.data_folders(), name, lambda: load_tokenizer(name))
 
 
 def _share_cpu_threads() -> None:

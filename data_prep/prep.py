@@ -32,7 +32,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from composer_plugins.data.data_model_check import vocab_fingerprint
+from composer_plugins.data.data_model_check import MANIFEST_NAME, read_manifest_fields, vocab_fingerprint
 from composer_plugins.data.mds import pack_documents, token_dtype, write_token_rows
 from composer_plugins.errors import ShearError
 from composer_plugins.output_dirs import check_out_dir, staged_output
@@ -41,7 +41,6 @@ from data_prep.tokenize import TokenizedChunk, TokenizerPool, load_prep_tokenize
 
 log = logging.getLogger(__name__)
 
-MANIFEST_NAME = 'manifest.json'
 MANIFEST_VERSION = 2  # 2: vocab_sha256
 SPLITS = ('eval', 'train')  # in the order they are taken from each domain's stream
 DOMAIN_NAME = re.compile(r'^[A-Za-z0-9_-]+$')
@@ -219,11 +218,7 @@ def read_manifest(out_dir: str | Path) -> dict[str, Any]:
     Raises:
         ShearError: No (or unreadable) ``manifest.json`` in ``out_dir``.
     """
-    path = Path(out_dir) / MANIFEST_NAME
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ShearError(f'{path}: cannot read the prep manifest: {err}') from err
+    return read_manifest_fields(str(Path(out_dir) / MANIFEST_NAME))
 
 
 class DocumentStream:

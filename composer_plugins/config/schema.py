@@ -21,6 +21,7 @@ from composer_plugins.config.typed import from_dict
 from composer_plugins.distillation.config import DistillationConfig
 from composer_plugins.errors import ConfigError
 from composer_plugins.pruning.config import PruningConfig
+from composer_plugins.pruning.shapes import ModelShape
 
 TimeStr = Union[int, str]
 
@@ -159,18 +160,23 @@ def _check_pruning_callbacks(callbacks: dict[str, Any]) -> None:
         from_dict(schema, callbacks[name] or {}, f'callbacks.{name}')
 
 
-def _check_target_shape(model: ModelConfig) -> None:
-    """``model.pruning.target`` against the source's config alone (no weights, no torch): an error in seconds.
+def _source_shape(model: ModelConfig) -> Optional[ModelShape]:
+    """The source's shape from its config alone (no weights, no torch), or None where that needs the model.
 
     A source whose config is not readable offline (a hub id outside the cache) is checked when it is built.
     """
     from composer_plugins.planning.source_shape import quick_source_shape
-    from composer_plugins.pruning.shapes import validate_target
 
     try:
-        source = quick_source_shape(model.source, model.config_overrides)
+        return quick_source_shape(model.source, model.config_overrides)
     except ConfigError as err:  # e.g. a bias layout that structured pruning does not support
         raise ConfigError(f'model.source {model.source!r}: {err}') from None
+
+
+def _check_target_shape(model: ModelConfig, source: Optional[ModelShape]) -> None:
+    """``model.pruning.target`` against the source's shape: an error in seconds, before the model is built."""
+    from composer_plugins.pruning.shapes import validate_target
+
     if source is None:
         return
     try:
@@ -364,8 +370,9 @@ class RunConfig:
                                   'distillation block (teacher, alpha, temperature, top_k)')
             self.distillation.resolve_teacher(self.model.source, self.model.pruning is not None, 'distillation')
         from_dict(FiniteGuardConfig, (self.callbacks or {}).get('finite_guard') or {}, 'callbacks.finite_guard')
+        source = _source_shape(self.model)
         if self.model.pruning is not None:
-            _check_target_shape(self.model)
+            _check_target_shape(self.model, source)
             _check_pruning_callbacks(self.callbacks or {})
             if self.fsdp_config is not None and self.fsdp_config.low_precision_params(self.precision):
                 raise ConfigError(
@@ -375,8 +382,6 @@ class RunConfig:
                     "the masks written at evaluation could differ from the exported ones. Use 'FULL': parameters "
                     'stay fp32, and precision amp_bf16 / amp_fp16 still runs the matmuls in half precision',
                 )
-        from composer_plugins.planning.source_shape import quick_source_shape
-        source = quick_source_shape(self.model.source, self.model.config_overrides)
         check_manifest_vocab(self.data_folders(), self.model.source, source.vocab_size if source else None)
         if isinstance(self.train_loader, MixtureLoaderConfig):
             dynamic = (self.callbacks or {}).get('dynamic_loading') or {}

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from composer_plugins.errors import ConfigError
 
@@ -71,18 +71,24 @@ def check_manifest_vocab(locals_: Iterable[tuple[str, str]], model_source: str, 
                 'past the embedding table; prepare the data with the model\'s tokenizer')
 
 
-def check_manifest_tokenizer(locals_: Iterable[tuple[str, str]], tokenizer_name: str, tokenizer: Any) -> None:
+def check_manifest_tokenizer(locals_: Iterable[tuple[str, str]], tokenizer_name: str,
+                             load_tokenizer: Callable[[], Any]) -> None:
     """Each ``(key, folder)``'s manifest fingerprint, where recorded, equals the run tokenizer's.
+
+    ``load_tokenizer`` is called once, and only if some manifest records a fingerprint.
 
     Raises:
         ConfigError: naming the folder, the tokenizer that prepared it and the run's.
     """
+    tokenizer: Any = None
     fingerprint: Optional[str] = None
     for key, local, path, manifest in manifests(locals_):
         recorded = manifest.get('vocab_sha256')
         if recorded is None:
             continue
-        fingerprint = fingerprint or vocab_fingerprint(tokenizer)
+        if tokenizer is None:
+            tokenizer = load_tokenizer()
+            fingerprint = vocab_fingerprint(tokenizer)
         if recorded != fingerprint:
             raise ConfigError(
                 f'{key}: {local!r} was prepared with tokenizer {manifest.get("tokenizer")!r} '

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import torch
 
-from composer_plugins.pruning.config import DEFAULT_INIT_DROP_PROB  # noqa: F401 -- re-exported
+from composer_plugins.pruning.config import DEFAULT_INIT_DROP_PROB
 from torch import nn
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,8 @@ import torch
 from torch import nn
 
 from composer_plugins.errors import ConfigError
-from composer_plugins.pruning.hard_concrete import DEFAULT_INIT_DROP_PROB, HardConcreteGate
+from composer_plugins.pruning.config import DEFAULT_INIT_DROP_PROB
+from composer_plugins.pruning.hard_concrete import HardConcreteGate
 from composer_plugins.pruning.lagrangian import target_at_step
 from composer_plugins.pruning.shapes import ModelShape, validate_target
 

@@ -179,10 +179,25 @@ def test_save_folder_that_cannot_be_created_is_one_line(corpus_dir, tmp_path):
         _load(corpus_dir, f'save_folder={blocker}/checkpoints')
 
 
-def test_save_folder_with_checkpoints_needs_autoresume_or_overwrite(corpus_dir, tmp_path):
+def _train_cli(yaml_path: Path, *overrides: str) -> tuple[int, float, list[str]]:
+    """``python train.py YAML ...`` in a subprocess: its exit code, wall seconds and non-blank output lines."""
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / 'train.py'), str(yaml_path), *overrides], cwd=REPO_ROOT,
+                          env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    return proc.returncode, time.monotonic() - started, lines
+
+
+def _folder_with_checkpoint(tmp_path: Path, name: str, content: bytes = b'') -> Path:
+    """``tmp_path/checkpoints`` holding one (fake) Composer checkpoint file called ``name``."""
     folder = tmp_path / 'checkpoints'
     folder.mkdir()
-    (folder / 'ep0-ba2-rank0.pt').write_bytes(b'')
+    (folder / name).write_bytes(content)
+    return folder
+
+
+def test_save_folder_with_checkpoints_needs_autoresume_or_overwrite(corpus_dir, tmp_path):
+    folder = _folder_with_checkpoint(tmp_path, 'ep0-ba2-rank0.pt')
     with pytest.raises(ConfigError, match=r"^save_folder: '.*' already holds checkpoints \(ep0-ba2-rank0.pt\); "
                                           r'set autoresume=true .* save_overwrite=true'):
         _load(corpus_dir, f'save_folder={folder}')
@@ -197,29 +212,17 @@ def test_missing_load_path_is_named(corpus_dir, tmp_path):
 
 def test_rerun_into_a_finished_run_folder_fails_in_seconds_with_one_line(corpus_dir, tmp_path):
     """The CLI path: a second run into the same folder is one line, rc 2, and the checkpoint stays."""
-    folder = tmp_path / 'checkpoints'
-    folder.mkdir()
-    (folder / 'ep0-ba20-rank0.pt').write_bytes(b'kept')
-    started = time.monotonic()
-    proc = subprocess.run([sys.executable, str(REPO_ROOT / 'train.py'), str(TINY_YAML), f'variables.data_dir={corpus_dir}',
-                           f'save_folder={folder}'], cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 2 and time.monotonic() - started < 30
-    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    folder = _folder_with_checkpoint(tmp_path, 'ep0-ba20-rank0.pt', b'kept')
+    returncode, elapsed, lines = _train_cli(TINY_YAML, f'variables.data_dir={corpus_dir}', f'save_folder={folder}')
+    assert returncode == 2 and elapsed < 30
     assert len(lines) == 1 and 'already holds checkpoints' in lines[0], lines
     assert (folder / 'ep0-ba20-rank0.pt').read_bytes() == b'kept'
 
 
 def test_target_larger_than_the_source_fails_in_seconds_before_the_model_is_built(corpus_dir):
-    from conftest import PRUNE_TINY_YAML
-
-    started = time.monotonic()
-    proc = subprocess.run([sys.executable, str(REPO_ROOT / 'train.py'), str(PRUNE_TINY_YAML),
-                           f'variables.data_dir={corpus_dir}', 'model.pruning.target.num_layers=99'],
-                          cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=120)
-    elapsed = time.monotonic() - started
-    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
-    assert proc.returncode == 2 and len(lines) == 1, lines
+    returncode, elapsed, lines = _train_cli(PRUNE_TINY_YAML, f'variables.data_dir={corpus_dir}',
+                                            'model.pruning.target.num_layers=99')
+    assert returncode == 2 and len(lines) == 1, lines
     assert 'model.pruning.target: target shape: num_layers (99) exceeds the source num_layers' in lines[0]
     assert 'model shape' not in lines[0]
     assert elapsed < 5.0, f'{elapsed:.1f} s'
