@@ -25,6 +25,7 @@ demo: $(STAMP)
 	$(BIN)/shear demo
 
 test: $(STAMP)
+	$(BIN)/python -m ruff check .
 	$(BIN)/python -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
 
 test-slow: $(STAMP)

@@ -1,5 +1,12 @@
 """Packaging for the Sheared-LLaMA Composer recipe (`composer_plugins`, console command `shear`)."""
+import runpy
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+HERE = Path(__file__).resolve().parent
+# The entry points are composer_plugins/registry.py's table (that module imports nothing at load).
+ENTRY_POINTS = runpy.run_path(str(HERE / 'composer_plugins' / 'registry.py'))['entry_point_groups']()
 
 # One resolvable, supported stack (see shared/DESIGN.md, "Stack"). Keep the pins exact
 # where the APIs we call changed between releases.
@@ -18,7 +25,8 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    'test': ['pytest>=8', 'pytest-timeout>=2.3'],
+    # wheel: the packaging test builds this project's wheel without build isolation; ruff: make test lints
+    'test': ['pytest>=8', 'pytest-timeout>=2.3', 'wheel>=0.42', 'ruff>=0.6'],
     'eval': ['lm-eval>=0.4.4,<0.5'],
     'gpu': ['flash-attn>=2.6'],
 }
@@ -31,5 +39,7 @@ setup(
     python_requires='>=3.10',
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
-    entry_points={'console_scripts': ['shear=composer_plugins.cli.main:main']},
+    # The run YAMLs travel as package data: composer_plugins/yamls links to the top-level yamls/.
+    package_data={'composer_plugins': ['yamls/*.yaml', 'yamls/presets/*.yaml']},
+    entry_points={'console_scripts': ['shear=composer_plugins.cli.main:main'], **ENTRY_POINTS},
 )

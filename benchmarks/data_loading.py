@@ -48,7 +48,7 @@ def emit(record: dict[str, Any]) -> None:
 
 # ----------------------------------------------------------------------------- loader
 def make_shards(root: Path, domains: list[str], rows: int, row_len: int, vocab: int, seed: int) -> None:
-    from composer_plugins.data.mds import write_token_rows
+    from data_prep.mds import write_token_rows
 
     rng = np.random.default_rng(seed)
     for domain in domains:
@@ -137,7 +137,8 @@ def time_loader(loader: torch.utils.data.DataLoader, batches: int, batch: int) -
 def bench_loader(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     domains = list(DOMAINS[:len(args.weights)])
     root = work / 'mds'
-    log.info('Writing %d domains x %d rows x %d tokens of MDS shards to %s', len(domains), args.rows, args.row_len, root)
+    log.info('Writing %d domains x %d rows x %d tokens of MDS shards to %s',
+             len(domains), args.rows, args.row_len, root)
     t0 = time.perf_counter()
     make_shards(root, domains, args.rows, args.row_len, args.vocab, seed=0)
     log.info('Shards written in %.1f s', time.perf_counter() - t0)
@@ -249,7 +250,7 @@ def run_foundry(jsonl: Path, tokenizer_dir: Path, out: Path, seq_len: int, eos_t
 
 
 def bench_prep(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
-    from composer_plugins.models.byte_tokenizer import EOS_TOKEN, ByteLevelTokenizer
+    from data_prep.byte_tokenizer import EOS_TOKEN, ByteLevelTokenizer
 
     tokenizer_dir = work / 'byte_tokenizer'
     ByteLevelTokenizer().save_pretrained(str(tokenizer_dir))
@@ -292,7 +293,8 @@ def summarize(loader: list[dict[str, Any]], prep: list[dict[str, Any]], args: ar
     summary: dict[str, Any] = {'bench': 'summary'}
     lines = []
     if loader:
-        lines += [f'Loader: {len(args.weights)} domains x {args.rows} rows x {args.row_len} tokens, batch {args.batch}, '
+        lines += [f'Loader: {len(args.weights)} domains x {args.rows} rows x {args.row_len} tokens, '
+                  f'batch {args.batch}, '
                   f'{args.batches} batches per run, median of {args.repeats} (samples/s; "total" includes worker '
                   'start-up and the first batch)', '',
                   '| num_workers | ours total | plain total | ours / plain | ours steady | plain steady | '
@@ -367,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f'at most {len(DOMAINS)} weights')
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s',
                         stream=sys.stderr)
-    for noisy in ('streaming', 'datasets', 'filelock', 'composer_plugins.data.mds'):
+    for noisy in ('streaming', 'datasets', 'filelock', 'data_prep.mds'):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     work = private_tmpdir()
     log.info('Working in %s', work)

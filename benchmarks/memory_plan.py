@@ -1,7 +1,8 @@
 """`shear plan --device cpu` against measured peak RSS of real CPU training runs.
 
 For each run (continued pre-training, pruning, and continued pre-training distilled from a
-10-layer teacher, of a SmolLM2-shaped model with --layers layers, 4 x 256 tokens, 3 batches, fp32; see composer_plugins/planning/measure.py), plan it
+10-layer teacher, of a SmolLM2-shaped model with --layers layers, 4 x 256 tokens, 3 batches, fp32;
+see composer_plugins/tools/planning/measure.py), plan it
 with the memory formula, run `python train.py` as a subprocess, read its peak RSS
 (`os.wait4` ru_maxrss) and print a markdown table of estimate vs measured.
 
@@ -18,8 +19,15 @@ from pathlib import Path
 
 import torch
 
-from composer_plugins.planning.measure import (
-    BATCHES, SEQ_LEN, compare, continue_case, distill_case, prune_case, write_corpus, write_teacher,
+from composer_plugins.tools.planning.measure import (
+    BATCHES,
+    SEQ_LEN,
+    compare,
+    continue_case,
+    distill_case,
+    prune_case,
+    write_corpus,
+    write_teacher,
 )
 
 GIB = 2 ** 30
@@ -31,7 +39,7 @@ def main() -> None:
     parser.add_argument('--keep', default=None, help='work folder to keep (default: a deleted temp folder)')
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger('composer_plugins.planning').setLevel(logging.ERROR)
+    logging.getLogger('composer_plugins.tools.planning').setLevel(logging.ERROR)
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix='memory-plan-'))
     try:
@@ -48,7 +56,8 @@ def main() -> None:
     print(f'torch {torch.__version__}, Python {platform.python_version()}, {torch.get_num_threads()} threads; '
           f'{BATCHES} batches of 4 x {SEQ_LEN} tokens, fp32')
     print()
-    print('| run | layers | microbatch | estimate (GiB) | measured peak RSS (GiB) | estimate / measured | run time (s) |')
+    print('| run | layers | microbatch | estimate (GiB) | measured peak RSS (GiB) | estimate / measured '
+          '| run time (s) |')
     print('|---|---|---|---|---|---|---|')
     for row in rows:
         microbatch = next(o.split('=')[1] for o in row.case.overrides if o.startswith('device_train_microbatch_size'))

@@ -57,9 +57,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from composer_plugins import stages
-from composer_plugins.data.embedded_corpus import DOMAINS
 from composer_plugins.pruning.shapes import ModelShape, count_params
+from composer_plugins.tools.demo import stages
+from composer_plugins.tools.demo.embedded_corpus import DOMAINS
 
 log = logging.getLogger('benchmarks.quality')
 
@@ -267,7 +267,7 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
         return final, arm_seconds(run_dir)
 
     def oneshot_arm(seed: int, arm: str = 'c', extra: tuple[str, ...] = ()) -> None:
-        from composer_plugins.oneshot.prune import OneShotConfig, prune_oneshot, read_target
+        from composer_plugins.tools.oneshot.prune import OneShotConfig, prune_oneshot, read_target
         pruned = out / 'c-oneshot'
         if not (pruned / 'pruning.json').is_file():
             prune_oneshot(OneShotConfig(model=str(source), data=data, target=read_target(str(PRUNE_YAML)),

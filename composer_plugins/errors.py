@@ -1,12 +1,11 @@
-"""Errors raised for bad user input: one readable message, no traceback needed."""
+"""Errors raised for bad user input: one readable message, no traceback needed.
 
+:class:`ShearError` and :class:`ConfigError` are defined in :mod:`data_prep.errors` (the ground
+floor) and re-exported here; the training library adds its own.
+"""
+from data_prep.errors import ConfigError, ShearError
 
-class ShearError(Exception):
-    """Base class of every user-facing error of this package."""
-
-
-class ConfigError(ShearError, ValueError):
-    """A YAML key, value or type is wrong; the message names the key and what was expected."""
+__all__ = ['ConfigError', 'ShearError', 'TrainingStopped']
 
 
 class TrainingStopped(ShearError, RuntimeError):

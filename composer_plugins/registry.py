@@ -1,50 +1,60 @@
-"""Register this package's components in llm-foundry's registries.
+"""This package's components in llm-foundry's registries, through Python entry points.
 
-After :func:`register_all`, a YAML can name them like any llm-foundry component:
-``model.name: shear_causal_lm``, ``tokenizer.name: byte-level``.
+:data:`ENTRY_POINTS` is the one table: ``setup.py`` installs it as the ``llmfoundry_<registry>``
+entry-point groups (llm-foundry's README, "Python entrypoints"), so llm-foundry's own
+``scripts/train/train.py``, ``train_from_yaml`` or any other entry point sees
+``model.name: shear_causal_lm``, ``tokenizer.name: byte-level``, the ``domain_mixture``
+loader and the callbacks with no import by hand. :func:`register_all` registers the same
+table imperatively, for code run from a checkout that is not installed.
+
+This module imports nothing at module level: ``setup.py`` reads the table from it.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 
 log = logging.getLogger(__name__)
-_registered = False
+
+ENTRY_POINTS: dict[str, dict[str, str]] = {
+    'models': {'shear_causal_lm': 'composer_plugins.models.causal_lm:ShearCausalLM'},
+    'callbacks': {
+        'pruning_monitor': 'composer_plugins.callbacks.pruning_monitor:PruningMonitor',
+        'mask_learning': 'composer_plugins.callbacks.mask_learning:MaskLearning',
+        'lagrangian': 'composer_plugins.callbacks.lagrangian:LagrangianAscent',
+        'dynamic_loading': 'composer_plugins.callbacks.dynamic_loading:DynamicLoading',
+        'sample_log': 'composer_plugins.callbacks.sample_log:SampleLog',
+        'finite_guard': 'composer_plugins.callbacks.finite_guard:FiniteGuard',
+    },
+    'algorithms': {'distillation': 'composer_plugins.algorithms.distillation:Distillation'},
+    'loggers': {'jsonl': 'composer_plugins.loggers.jsonl_metrics:JsonlMetricsLogger'},
+    'dataloaders': {'domain_mixture': 'composer_plugins.data.mixture_loader:build_domain_mixture_dataloader'},
+    'optimizers': {'adamw': 'torch.optim:AdamW'},  # supports per-group maximize (the multipliers' ascent)
+    'tokenizers': {'byte-level': 'data_prep.byte_tokenizer:ByteLevelTokenizer'},
+    'config_transforms': {'shear_fsdp2': 'composer_plugins.config.fsdp_version:use_fsdp2'},
+}
+"""``{llm-foundry registry: {name: 'module:attribute'}}``."""
+
+
+def entry_point_groups() -> dict[str, list[str]]:
+    """:data:`ENTRY_POINTS` in ``setup(entry_points=...)`` form: ``{'llmfoundry_models': ['name = module:attr']}``."""
+    return {f'llmfoundry_{registry}': [f'{name} = {target}' for name, target in names.items()]
+            for registry, names in ENTRY_POINTS.items()}
+
+
+def load_target(target: str) -> object:
+    """The object a ``'module:attribute'`` entry names."""
+    module, _, attribute = target.partition(':')
+    return getattr(importlib.import_module(module), attribute)
 
 
 def register_all() -> None:
-    """Idempotently register models, tokenizers, dataloaders, callbacks and algorithms."""
-    global _registered
-    if _registered:
-        return
-    import torch
+    """Register :data:`ENTRY_POINTS` by hand (idempotent: a name already registered is left alone)."""
     from llmfoundry import registry
 
-    from composer_plugins.algorithms.distillation import Distillation
-    from composer_plugins.callbacks.dynamic_loading import DynamicLoading
-    from composer_plugins.callbacks.finite_guard import FiniteGuard
-    from composer_plugins.callbacks.lagrangian import LagrangianAscent
-    from composer_plugins.callbacks.mask_learning import MaskLearning
-    from composer_plugins.callbacks.pruning_monitor import PruningMonitor
-    from composer_plugins.callbacks.sample_log import SampleLog
-    from composer_plugins.data.mixture_loader import build_domain_mixture_dataloader
-    from composer_plugins.loggers.jsonl_metrics import JsonlMetricsLogger
-
-    from composer_plugins.models.tokenizers import NAMED_TOKENIZERS
-    from composer_plugins.models.causal_lm import ShearCausalLM
-
-    registry.models.register('shear_causal_lm', func=ShearCausalLM)
-    registry.callbacks.register('pruning_monitor', func=PruningMonitor)
-    registry.callbacks.register('mask_learning', func=MaskLearning)
-    registry.callbacks.register('lagrangian', func=LagrangianAscent)
-    registry.callbacks.register('dynamic_loading', func=DynamicLoading)
-    registry.callbacks.register('sample_log', func=SampleLog)
-    registry.callbacks.register('finite_guard', func=FiniteGuard)
-    registry.algorithms.register('distillation', func=Distillation)
-    registry.loggers.register('jsonl', func=JsonlMetricsLogger)
-    registry.dataloaders.register('domain_mixture', func=build_domain_mixture_dataloader)
-    if 'adamw' not in registry.optimizers:
-        registry.optimizers.register('adamw', func=torch.optim.AdamW)  # supports per-group maximize
-    for name, tokenizer_cls in NAMED_TOKENIZERS.items():
-        registry.tokenizers.register(name, func=tokenizer_cls)
-    _registered = True
+    for registry_name, names in ENTRY_POINTS.items():
+        llmfoundry_registry = getattr(registry, registry_name)
+        for name, target in names.items():
+            if name not in llmfoundry_registry.get_all():
+                llmfoundry_registry.register(name, func=load_target(target))
     log.debug('Registered composer_plugins components in llm-foundry registries')

@@ -14,12 +14,14 @@ import os
 import sys
 from typing import TYPE_CHECKING, Optional, Sequence
 
+from composer_plugins.config.foundry import to_foundry_config
+from composer_plugins.config.fsdp_version import require_fsdp2
 from composer_plugins.config.load import load_run_config
 from composer_plugins.config.schema import RunConfig
-from composer_plugins.config.foundry import to_foundry_config
 from composer_plugins.errors import ShearError
 
 if TYPE_CHECKING:
+    import torch
     from composer import Trainer
 
 log = logging.getLogger('composer_plugins.train')
@@ -51,8 +53,10 @@ def run(run_cfg: RunConfig) -> 'Trainer':
     """Register our components and train with llm-foundry's entry point; returns the Trainer."""
     if run_cfg.python_log_level:
         logging.getLogger('composer_plugins').setLevel(run_cfg.python_log_level.upper())
-    _share_cpu_threads()
     run_cfg = _for_one_process(run_cfg)
+    if run_cfg.fsdp_config is not None:
+        require_fsdp2()
+    _share_cpu_threads()
 
     from omegaconf import OmegaConf
 
@@ -61,12 +65,32 @@ def run(run_cfg: RunConfig) -> 'Trainer':
     _check_data_tokenizer(run_cfg)
     from llmfoundry.command_utils import train
 
-    return train(OmegaConf.create(to_foundry_config(run_cfg)))
+    trainer = train(OmegaConf.create(to_foundry_config(run_cfg)))
+    log.info('parallelism: %s', describe_parallelism(trainer.state.model))
+    return trainer
+
+
+def describe_parallelism(model: 'torch.nn.Module') -> str:
+    """How the trained model was wrapped, read from its module types: FSDP2, FSDP1, DDP or one process."""
+    import torch.distributed as dist
+    from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+    from torch.nn.parallel import DistributedDataParallel
+
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    modules = list(model.modules())
+    if any(isinstance(m, FSDPModule) for m in modules):
+        return f'FSDP2 (fully_shard) over {world} ranks'
+    if any(isinstance(m, FullyShardedDataParallel) for m in modules):
+        return f'FSDP1 over {world} ranks'
+    if any(isinstance(m, DistributedDataParallel) for m in modules):
+        return f'DDP over {world} ranks'
+    return f'no wrapper, {world} process(es)'
 
 
 def _for_one_process(run_cfg: RunConfig) -> RunConfig:
     """In a one-process run: no ``fsdp_config`` (llm-foundry drops it too, but after naming the checkpoints
-    by it), and a sharded checkpoint to resume is consolidated first (:mod:`~composer_plugins.models.one_process_resume`).
+    by it), and a sharded checkpoint to resume is consolidated first
+    (:mod:`~composer_plugins.models.one_process_resume`).
     """
     if int(os.environ.get('WORLD_SIZE', '1')) != 1:
         return run_cfg
@@ -85,7 +109,7 @@ def _for_one_process(run_cfg: RunConfig) -> RunConfig:
 def _check_data_tokenizer(run_cfg: RunConfig) -> None:
     """The tokenizer that prepared the data (its manifest's fingerprint) is the run's; loads it only if recorded."""
     from composer_plugins.data.data_model_check import check_manifest_tokenizer
-    from composer_plugins.models.tokenizers import load_tokenizer
+    from data_prep.tokenizers import load_tokenizer
 
     name = run_cfg.tokenizer.name
     check_manifest_tokenizer(run_cfg.data_folders(), name, lambda: load_tokenizer(name))
@@ -103,3 +127,7 @@ def _share_cpu_threads() -> None:
     if 'OMP_NUM_THREADS' in os.environ or local_world_size <= 1 or torch.cuda.is_available():
         return
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world_size))
+
+
+if __name__ == '__main__':
+    sys.exit(main())

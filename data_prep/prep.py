@@ -32,10 +32,10 @@ from typing import Any, Optional
 
 import numpy as np
 
-from composer_plugins.data.data_model_check import MANIFEST_NAME, read_manifest_fields, vocab_fingerprint
-from composer_plugins.data.mds import pack_documents, token_dtype, write_token_rows
-from composer_plugins.errors import ShearError
-from composer_plugins.output_dirs import check_out_dir, staged_output
+from data_prep.errors import ShearError
+from data_prep.manifest import MANIFEST_NAME, vocab_fingerprint
+from data_prep.mds import pack_documents, token_dtype, write_token_rows
+from data_prep.output_dirs import check_out_dir, staged_output
 from data_prep.sources import InputSource, SkipCounts, chunk_documents, resolve_input
 from data_prep.tokenize import TokenizedChunk, TokenizerPool, load_prep_tokenizer
 
@@ -180,7 +180,7 @@ class Manifest:
         tokenizer: Tokenizer name as given.
         vocab_size: ``len(tokenizer)``.
         vocab_sha256: fingerprint of the token-to-id map, which training checks against its tokenizer
-            (:func:`composer_plugins.data.data_model_check.vocab_fingerprint`).
+            (:func:`data_prep.manifest.vocab_fingerprint`).
         eos_token_id: Id appended after each document.
         seq_len: Tokens per row.
         token_dtype: NumPy dtype of the MDS ``tokens`` column (``uint16`` or ``uint32``).
@@ -210,15 +210,6 @@ class Manifest:
         path = out_dir / MANIFEST_NAME
         path.write_text(json.dumps(self.to_json(), indent=2) + '\n')
         return path
-
-
-def read_manifest(out_dir: str | Path) -> dict[str, Any]:
-    """The manifest of a prepared folder as a dict.
-
-    Raises:
-        ShearError: No (or unreadable) ``manifest.json`` in ``out_dir``.
-    """
-    return read_manifest_fields(str(Path(out_dir) / MANIFEST_NAME))
 
 
 class DocumentStream:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Optional
 
-from composer_plugins.errors import ShearError
+from data_prep.errors import ShearError
 
 log = logging.getLogger(__name__)
 

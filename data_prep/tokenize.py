@@ -46,7 +46,7 @@ def load_prep_tokenizer(name: str):
     Returns:
         The tokenizer.
     """
-    from composer_plugins.models.tokenizers import load_tokenizer
+    from data_prep.tokenizers import load_tokenizer
 
     tokenizer = load_tokenizer(name)
     tokenizer.model_max_length = int(1e30)  # documents are packed later; long ones are fine

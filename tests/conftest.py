@@ -4,6 +4,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -31,7 +32,7 @@ os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 @pytest.fixture(scope='session')
 def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Byte-level MDS shards (train/eval, 128-token rows) of the stdlib's Python source."""
-    from composer_plugins.data.python_corpus import build_python_corpus_shards
+    from composer_plugins.tools.demo.python_corpus import build_python_corpus_shards
     return build_python_corpus_shards(tmp_path_factory.mktemp('corpus'), seq_len=128, train_rows=600, eval_rows=48)
 
 
@@ -54,11 +55,20 @@ def tiny_teacher_dir(corpus_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     return teacher
 
 
-def subprocess_env(**extra: str) -> dict[str, str]:
-    """Environment for child runs: the repo importable, the private TMPDIR."""
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for ``MASTER_PORT``)."""
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def subprocess_env(unset: tuple[str, ...] = (), **extra: str) -> dict[str, str]:
+    """Environment for child runs: the repo importable, the private TMPDIR, the ``unset`` names removed."""
     env = dict(os.environ)
     env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get('PYTHONPATH', '')]))
     env.update(extra)
+    for name in unset:
+        env.pop(name, None)
     return env
 
 
@@ -71,12 +81,13 @@ def train_command(*overrides: str, nproc: int = 1, yaml: Path = TINY_YAML) -> li
 
 
 def run_train(
-    *overrides: str, nproc: int = 1, yaml: Path = TINY_YAML, timeout: float = 300, **env: str,
+    *overrides: str, nproc: int = 1, yaml: Path = TINY_YAML, timeout: float = 300, unset: tuple[str, ...] = (),
+    **env: str,
 ) -> subprocess.CompletedProcess:
     """Run a training job to completion and fail the test with its log if it fails."""
     proc = subprocess.run(
         train_command(*overrides, nproc=nproc, yaml=yaml),
-        cwd=REPO_ROOT, env=subprocess_env(**env), capture_output=True, text=True, timeout=timeout,
+        cwd=REPO_ROOT, env=subprocess_env(unset, **env), capture_output=True, text=True, timeout=timeout,
     )
     if proc.returncode != 0:
         pytest.fail(f'training failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}')
@@ -92,9 +103,9 @@ def mixture_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (40 rows of generated arithmetic, ``17 + 5 = 22``: a distribution of its own)."""
     import random
 
-    from composer_plugins.data.mds import pack_documents, write_token_rows
-    from composer_plugins.data.python_corpus import stdlib_source_files
-    from composer_plugins.models.tokenizers import load_tokenizer
+    from composer_plugins.tools.demo.python_corpus import stdlib_source_files
+    from data_prep.mds import pack_documents, write_token_rows
+    from data_prep.tokenizers import load_tokenizer
 
     tokenizer = load_tokenizer('byte-level')
     files = stdlib_source_files()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -108,10 +109,13 @@ def test_two_process_run_checkpoints_and_resumes(corpus_dir, tmp_path, paralleli
     env = {}
     if parallelism == 'fsdp2-distillation':  # the teacher is sharded like the student
         args.append(f'distillation={{teacher: {request.getfixturevalue("tiny_teacher_dir")}, alpha: 0.5}}')
-    if parallelism.startswith('fsdp2'):
+    if parallelism.startswith('fsdp2'):  # FSDP2 from the YAML alone: FSDP_VERSION unset
         args.append('fsdp_config={state_dict_type: sharded, mixed_precision: FULL}')
-        env['FSDP_VERSION'] = '2'
-    started = run_train(*args, 'max_duration=4ba', nproc=2, **env)
+    started = run_train(*args, 'max_duration=4ba', nproc=2, unset=('FSDP_VERSION',), **env)
+    wrapped = re.findall(r'parallelism: (.+)', started.stdout + started.stderr)
+    # the module types of the model it trained, as each rank whose log the launcher shows reports them
+    expected = 'FSDP2 (fully_shard) over 2 ranks' if parallelism.startswith('fsdp2') else 'DDP over 2 ranks'
+    assert wrapped and {line.strip() for line in wrapped} == {expected}, wrapped
     if parallelism == 'fsdp2-distillation':
         log_text = started.stdout + started.stderr
         assert 'teacher sharded with FSDP2 over 2 ranks' in log_text and 'loss/train/kd' in log_text
@@ -128,8 +132,6 @@ def test_two_process_run_checkpoints_and_resumes(corpus_dir, tmp_path, paralleli
         state = torch.load(final, map_location='cpu', weights_only=False)['state']
         assert state['timestamp']['Timestamp']['batch'] == 8
     if parallelism == 'fsdp2':  # the same sharded run continues on one process, from its newest checkpoint
-        import re
-
         from composer_plugins.models.checkpoint import load_composer_state
 
         one = run_train(*args, 'max_duration=12ba', 'console_log_interval=1ba', nproc=1)

@@ -25,7 +25,10 @@ from composer_plugins.config.typed import from_dict, to_dict
 from composer_plugins.distillation.config import DistillationConfig
 from composer_plugins.distillation.loss import kd_loss, with_distillation
 from composer_plugins.distillation.teacher import (
-    check_teacher_matches_student, load_teacher, place_teacher, teacher_dtype,
+    check_teacher_matches_student,
+    load_teacher,
+    place_teacher,
+    teacher_dtype,
 )
 from composer_plugins.errors import ConfigError, ShearError
 

@@ -15,58 +15,38 @@ Metric keys:
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional, Union
+from typing import Any
 
 import numpy as np
 from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
 
-from composer_plugins.data.mixture_loader import DomainMixtureDataset
+from composer_plugins.config.callback_args import DynamicLoadingConfig
+from composer_plugins.config.typed import from_dict
 from composer_plugins.data.domain_weights import per_domain_values, write_domain_weights
-from composer_plugins.data.weight_rules import BOUNDED_FLOOR, RULES, weight_entropy
+from composer_plugins.data.mixture_loader import DomainMixtureDataset
+from composer_plugins.data.weight_rules import RULES, weight_entropy
 from composer_plugins.errors import ShearError
 
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
+NAME = 'dynamic_loading'
 
 
 class DynamicLoading(Callback):
     """Registered as ``dynamic_loading``.
 
     Args:
-        rule: ``doremi`` (the paper's, w ∝ w·exp(max(l − ref, 0))), ``bounded`` (a relative gap
-            max(l − ref, 0) / ref and a floor of ``floor / k`` per domain:
-            :func:`~composer_plugins.data.weight_rules.bounded_update`) or ``constant``.
-        ref_losses: reference loss per domain, as a mapping or a list in domain order.
-        clamp_gap: clamp the loss gap at 0 (paper); False matches the original code.
-        smoothing: weight of the uniform distribution mixed into the new weights (``doremi``).
-        floor: ``f`` of rule ``bounded``: each domain keeps at least ``f / k`` of the mixture.
-        weights_file: if set, rank 0 writes the latest weights there after every update
-            (``{"batch": b, "domains": {...}}``), which a later stage reads with
-            ``train_loader.dataset.weights_from``.
+        **kwargs: the fields of :class:`~composer_plugins.config.callback_args.DynamicLoadingConfig`
+            (``rule``, ``ref_losses``, ``clamp_gap``, ``smoothing``, ``floor``, ``weights_file``),
+            validated here (a bad key or value is one :class:`ConfigError` naming it); rule
+            ``bounded`` is :func:`~composer_plugins.data.weight_rules.bounded_update`.
     """
 
-    def __init__(
-        self, rule: str = 'doremi', ref_losses: Union[dict[str, float], list[float], None] = None,
-        clamp_gap: bool = True, smoothing: float = 0.0, weights_file: Optional[str] = None,
-        floor: float = BOUNDED_FLOOR,
-    ) -> None:
-        if rule not in RULES:
-            raise ShearError(f'callbacks.dynamic_loading.rule: got {rule!r}; expected one of {sorted(RULES)}')
-        if rule in ('doremi', 'bounded') and ref_losses is None:
-            raise ShearError(f'callbacks.dynamic_loading.ref_losses: required by rule {rule}')
-        if not 0.0 <= floor < 1.0:
-            raise ShearError(f'callbacks.dynamic_loading.floor: got {floor}; expected a value in [0, 1)')
-        if not 0.0 <= smoothing < 1.0:
-            raise ShearError(f'callbacks.dynamic_loading.smoothing: got {smoothing}; expected a value in [0, 1)')
-        self.rule = rule
-        self.ref_losses_cfg = ref_losses
-        self.clamp_gap = clamp_gap
-        self.smoothing = smoothing
-        self.floor = floor
-        self.weights_file = weights_file
+    def __init__(self, **kwargs: Any) -> None:
+        self.config: DynamicLoadingConfig = from_dict(DynamicLoadingConfig, kwargs, f'callbacks.{NAME}')
         self.history: list[dict[str, Any]] = []
 
     def _dataset(self, state: State) -> DomainMixtureDataset:
@@ -76,15 +56,10 @@ class DynamicLoading(Callback):
         return dataset
 
     def _ref_losses(self, domains: list[str]) -> np.ndarray:
-        refs = self.ref_losses_cfg
+        refs = self.config.ref_losses
         if refs is None:
             return np.zeros(len(domains))
-        values = np.array(per_domain_values(refs, domains, 'callbacks.dynamic_loading.ref_losses'))
-        if self.rule == 'bounded' and (values <= 0).any():
-            bad = {d: float(v) for d, v in zip(domains, values) if v <= 0}
-            raise ShearError(f'callbacks.dynamic_loading.ref_losses: rule bounded divides by the reference; '
-                             f'got {bad}, expected positive losses')
-        return values
+        return np.array(per_domain_values(refs, domains, f'callbacks.{NAME}.ref_losses'))  # positive for bounded
 
     def fit_start(self, state: State, logger: Logger) -> None:
         dataset = self._dataset(state)
@@ -94,8 +69,8 @@ class DynamicLoading(Callback):
         missing = [d for d in dataset.domains if d not in evaluator_labels | labels]
         if missing:
             raise ShearError(
-                f'callbacks.dynamic_loading: no evaluator labelled with domain(s) {missing}; add one eval_loaders '
-                'entry per domain with label: <domain>',
+                f'callbacks.dynamic_loading: no evaluator labelled with domain(s) {missing}; write eval_loaders: '
+                '{per_domain: {}} (one per domain) or one eval_loaders entry per domain with label: <domain>',
             )
 
     def batch_end(self, state: State, logger: Logger) -> None:
@@ -107,8 +82,9 @@ class DynamicLoading(Callback):
         dataset = self._dataset(state)
         losses = np.array([self._domain_loss(state, domain) for domain in dataset.domains])
         refs = self._ref_losses(dataset.domains)
-        new = RULES[self.rule](
-            dataset.next_weights, losses, refs, clamp_gap=self.clamp_gap, smoothing=self.smoothing, floor=self.floor,
+        cfg = self.config
+        new = RULES[self.config.rule](
+            dataset.next_weights, losses, refs, clamp_gap=cfg.clamp_gap, smoothing=cfg.smoothing, floor=cfg.floor,
         )
         dataset.set_weights(new)
         step = int(state.timestamp.batch)
@@ -118,8 +94,8 @@ class DynamicLoading(Callback):
             metrics[f'eval/{domain}/loss'] = float(loss)
             metrics[f'data/weight/{domain}'] = float(weight)
         logger.log_metrics(metrics)
-        if self.weights_file is not None and dist.get_global_rank() == 0:
-            write_domain_weights(self.weights_file, step, dict(zip(dataset.domains, new.tolist())))
+        if cfg.weights_file is not None and dist.get_global_rank() == 0:
+            write_domain_weights(cfg.weights_file, step, dict(zip(dataset.domains, new.tolist())))
         log.info('Batch %d: domain weights %s', step, dict(zip(dataset.domains, np.round(new, 4).tolist())))
 
     @staticmethod
@@ -130,11 +106,12 @@ class DynamicLoading(Callback):
         raise ShearError(f'callbacks.dynamic_loading: no eval loss for domain {domain!r}')
 
     def state_dict(self) -> dict[str, Any]:
-        return {'version': STATE_VERSION, 'rule': self.rule, 'history': self.history}
+        return {'version': STATE_VERSION, 'rule': self.config.rule, 'history': self.history}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get('version') != STATE_VERSION:
             raise ShearError(f'dynamic_loading state version {state.get("version")} != {STATE_VERSION}')
-        if state.get('rule') != self.rule:
-            raise ShearError(f'dynamic_loading: checkpoint used rule {state.get("rule")!r}, config says {self.rule!r}')
+        if state.get('rule') != self.config.rule:
+            raise ShearError(f'dynamic_loading: checkpoint used rule {state.get("rule")!r}, '
+                             f'config says {self.config.rule!r}')
         self.history = list(state['history'])

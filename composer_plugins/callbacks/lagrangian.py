@@ -26,7 +26,13 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 
 from composer_plugins.callbacks.pruning_params import (
-    check_saved_state, full, load_optimizer_state, optimizer_state, packed, pruning_model, remove_from_optimizers,
+    check_saved_state,
+    full,
+    load_optimizer_state,
+    optimizer_state,
+    packed,
+    pruning_model,
+    remove_from_optimizers,
     unpacked,
 )
 from composer_plugins.config.typed import from_dict, to_dict

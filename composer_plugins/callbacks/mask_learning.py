@@ -33,8 +33,16 @@ from composer.loggers import Logger
 from composer.utils import dist
 
 from composer_plugins.callbacks.pruning_params import (
-    check_saved_state, full, load_optimizer_state, optimizer_state, packed, pruning_model, remove_from_optimizers,
-    total_batches, unpacked, write_full,
+    check_saved_state,
+    full,
+    load_optimizer_state,
+    optimizer_state,
+    packed,
+    pruning_model,
+    remove_from_optimizers,
+    total_batches,
+    unpacked,
+    write_full,
 )
 from composer_plugins.config.typed import from_dict, to_dict
 from composer_plugins.pruning.config import MaskLearningConfig
@@ -121,8 +129,8 @@ class MaskLearning(Callback):
 
     def _init_from_importance(self, state: State) -> None:
         from composer_plugins.data.calibration import calibration_rows
-        from composer_plugins.oneshot.importance import measure_importance
-        from composer_plugins.oneshot.select import select_masks
+        from composer_plugins.importance.scores import measure_importance
+        from composer_plugins.importance.select import select_masks
 
         model = pruning_model(state, NAME)
         pruner, cal = model.pruner, self.config.calibration

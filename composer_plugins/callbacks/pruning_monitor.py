@@ -26,6 +26,8 @@ from composer.loggers import Logger
 from composer.utils import dist
 
 from composer_plugins.callbacks.pruning_params import full
+from composer_plugins.config.callback_args import PruningMonitorConfig
+from composer_plugins.config.typed import from_dict
 from composer_plugins.errors import ShearError
 from composer_plugins.models.causal_lm import ShearCausalLM
 from composer_plugins.models.mask_summary import summarize_masks
@@ -33,17 +35,20 @@ from composer_plugins.models.mask_summary import summarize_masks
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
+NAME = 'pruning_monitor'
 
 
 class PruningMonitor(Callback):
     """Registered as ``pruning_monitor``.
 
     Args:
-        masks_dir: folder for the mask snapshots (usually ``<run folder>/masks``).
+        **kwargs: the fields of :class:`~composer_plugins.config.callback_args.PruningMonitorConfig`
+            (``masks_dir``: folder for the mask snapshots), validated here.
     """
 
-    def __init__(self, masks_dir: str) -> None:
-        self.masks_dir = Path(masks_dir)
+    def __init__(self, **kwargs: Any) -> None:
+        self.config: PruningMonitorConfig = from_dict(PruningMonitorConfig, kwargs, f'callbacks.{NAME}')
+        self.masks_dir = Path(self.config.masks_dir)
         self._mask_names: list[str] = []
 
     def _model(self, state: State) -> ShearCausalLM:

@@ -8,21 +8,29 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
+
+from composer_plugins.config.callback_args import SampleLogConfig
+from composer_plugins.config.typed import from_dict
+
+NAME = 'sample_log'
 
 
 class SampleLog(Callback):
     """Registered as ``sample_log``.
 
     Args:
-        out_dir: folder of the per-rank JSON-lines files (appended to across restarts).
+        **kwargs: the fields of :class:`~composer_plugins.config.callback_args.SampleLogConfig`
+            (``out_dir``: folder of the per-rank JSON-lines files), validated here.
     """
 
-    def __init__(self, out_dir: str) -> None:
-        self.out_dir = Path(out_dir)
+    def __init__(self, **kwargs: Any) -> None:
+        self.config: SampleLogConfig = from_dict(SampleLogConfig, kwargs, f'callbacks.{NAME}')
+        self.out_dir = Path(self.config.out_dir)
 
     def after_dataloader(self, state: State, logger: Logger) -> None:
         batch = state.batch

@@ -3,7 +3,7 @@
 By default: prune SmolLM2-135M to about half its non-embedding parameters on a 3-domain corpus
 assembled from the installation, export it, continue pre-training it, evaluate the source,
 pruned and continued models per domain and write a report
-(:mod:`composer_plugins.demo_pipeline`). ``--tiny`` runs the seconds-long smoke test instead:
+(:mod:`composer_plugins.tools.demo.pipeline`). ``--tiny`` runs the seconds-long smoke test instead:
 a tiny Llama trained on byte-level Python source (``yamls/tiny.yaml``).
 """
 from __future__ import annotations
@@ -14,8 +14,6 @@ import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
-
-REPO_YAMLS = Path(__file__).resolve().parents[2] / 'yamls'
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.tiny:
         return _run_tiny(Path(args.out))
-    from composer_plugins.demo_pipeline import DemoConfig, run_demo
+    from composer_plugins.tools.demo.pipeline import DemoConfig, run_demo
 
     start = time.monotonic()
     report = run_demo(DemoConfig(
@@ -43,14 +41,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_tiny(out: Path) -> int:
-    from composer_plugins.data.python_corpus import build_python_corpus_shards
+    from composer_plugins.bundled import bundled_yaml
+    from composer_plugins.tools.demo.python_corpus import build_python_corpus_shards
     from composer_plugins.train_entry import main as train_main
 
     out = out.resolve()
     start = time.monotonic()
     data_dir = build_python_corpus_shards(out / 'data', seq_len=128, train_rows=2000, eval_rows=200)
     code = train_main([
-        str(REPO_YAMLS / 'tiny.yaml'), f'variables.data_dir={data_dir}', f'variables.run_dir={out}',
+        str(bundled_yaml('tiny.yaml')), f'variables.data_dir={data_dir}', f'variables.run_dir={out}',
         'save_overwrite=true',  # a rerun of the demo starts over in the same folder
     ])
     if code == 0:

@@ -44,9 +44,14 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from composer_plugins.errors import ShearError
-    from composer_plugins.evaluation.domain_tasks import write_domain_tasks
-    from composer_plugins.evaluation.harness import (HarnessConfig, check_model_dir, import_harness,
-                                                     run_harness, write_results)
+    from composer_plugins.tools.evaluation.domain_tasks import write_domain_tasks
+    from composer_plugins.tools.evaluation.harness import (
+        HarnessConfig,
+        check_model_dir,
+        import_harness,
+        run_harness,
+        write_results,
+    )
 
     model_dir = Path(args.model_dir).expanduser().absolute()
     out = Path(args.out).expanduser().absolute()

@@ -32,18 +32,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run the export; returns the exit code (errors surface as ``ShearError``)."""
-    from pathlib import Path
+    from composer_plugins.models.export_checkpoint import export_checkpoint
 
-    from composer_plugins.models.checkpoint import load_pruning_checkpoint
-    from composer_plugins.models.export import export_pruned_model, pruning_record, save_exported
-    from composer_plugins.output_dirs import check_out_dir
-    from composer_plugins.models.mask_summary import summarize_masks
-
-    check_out_dir(Path(args.out).expanduser().absolute(), args.force)  # before reading the checkpoint
-    hf_model, pruner, tokenizer, source_name = load_pruning_checkpoint(args.checkpoint)
-    masks = pruner.l0_masks.deterministic()
-    log.info('Deterministic masks:\n%s', summarize_masks(masks, pruner.source, pruner.target))
-    exported = export_pruned_model(hf_model, masks, pruner.source, pruner.target)
-    record = pruning_record(masks, pruner.source, pruner.target, args.source_model or source_name)
-    save_exported(exported, tokenizer, record, args.out, force=args.force)
+    export_checkpoint(args.checkpoint, args.out, force=args.force, source_model=args.source_model)
     return 0

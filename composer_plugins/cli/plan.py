@@ -1,4 +1,7 @@
-"""`shear plan`: memory per GPU of a run YAML before launching it (formula: composer_plugins/planning/memory.py)."""
+"""`shear plan`: memory per GPU of a run YAML before launching it.
+
+The formula is in :mod:`composer_plugins.tools.planning.memory`.
+"""
 from __future__ import annotations
 
 import argparse
@@ -40,10 +43,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Print the plan; returns 0 (errors surface as ``ShearError``, exit code 2)."""
     from composer_plugins.errors import ConfigError
-    from composer_plugins.planning.advice import knob_options, recommend
-    from composer_plugins.planning.memory import GIB, estimate_memory
-    from composer_plugins.planning.render import MemoryPlan, plan_to_dict, render_text
-    from composer_plugins.planning.run_inputs import plan_run
+    from composer_plugins.tools.planning.advice import knob_options, recommend
+    from composer_plugins.tools.planning.memory import GIB, estimate_memory
+    from composer_plugins.tools.planning.render import MemoryPlan, plan_to_dict, render_text
+    from composer_plugins.tools.planning.run_inputs import plan_run
 
     if args.gpu_mem is not None and not (math.isfinite(args.gpu_mem) and args.gpu_mem > 0):
         raise ConfigError(f'--gpu-mem: got {args.gpu_mem}; expected a positive number of GiB')

@@ -9,7 +9,10 @@ log = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``shear prune-oneshot`` on ``subparsers`` (protocol: :mod:`composer_plugins.cli.main`); returns its parser."""
+    """Register ``shear prune-oneshot`` on ``subparsers`` (protocol: :mod:`composer_plugins.cli.main`).
+
+    Returns its parser.
+    """
     parser = subparsers.add_parser(
         'prune-oneshot',
         help='prune to a target shape in minutes from activation importance (no training) and export',
@@ -40,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     """Prune and export; returns the exit code (errors surface as ``ShearError``)."""
     from pathlib import Path
 
-    from composer_plugins.oneshot.prune import OneShotConfig, prune_oneshot, read_target
+    from composer_plugins.tools.oneshot.prune import OneShotConfig, prune_oneshot, read_target
 
     out = prune_oneshot(OneShotConfig(
         model=args.model, data=Path(args.data), target=read_target(args.target), out=Path(args.out),

@@ -29,8 +29,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Write the report; returns the exit code (errors surface as ``ShearError``)."""
-    from composer_plugins.report.markdown import write_report
-    from composer_plugins.report.metrics import read_ref_losses
+    from composer_plugins.tools.report.markdown import write_report
+    from composer_plugins.tools.report.metrics import read_ref_losses
 
     ref_losses = read_ref_losses(args.ref_losses) if args.ref_losses else None
     report = write_report(args.run_dirs, args.out, ref_losses=ref_losses, ref_losses_path=args.ref_losses)

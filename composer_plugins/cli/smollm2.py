@@ -27,7 +27,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run the conversion; returns the exit code (errors surface as ``ShearError``)."""
-    from composer_plugins.models.smollm2 import convert_smollm2
+    from composer_plugins.tools.smollm2 import convert_smollm2
 
     convert_smollm2(args.out, cache_dir=args.cache_dir, wheel=args.wheel, force=args.force)
     return 0

@@ -29,9 +29,13 @@ def load_yaml_with_overrides(yaml_path: str, overrides: Sequence[str] = ()) -> d
     bad = [o for o in overrides if '=' not in o]
     if bad:
         raise ConfigError(f'override {bad[0]!r}: expected key=value (for example max_duration=10ba)')
+    for override in overrides:  # one at a time, so that an error names its override
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([override]))
+        except (OmegaConfBaseException, TypeError, ValueError) as err:
+            raise ConfigError(f'override {override!r}: cannot merge into {yaml_path}: {err} '
+                              '(a mapping and a list do not replace each other: edit the YAML)') from err
     try:
-        if overrides:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
         data = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as err:
         raise ConfigError(f'{yaml_path}: {type(err).__name__}: {err}') from err

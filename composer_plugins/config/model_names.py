@@ -9,8 +9,8 @@ TINY_MODEL_PREFIX = 'tiny-'
 
 
 def looks_like_path(value: str) -> bool:
-    """A hub id is ``name`` or ``org/name``; anything else with a slash is a filesystem path."""
-    return value.startswith(('/', '.', '~')) or value.count('/') > 1
+    """A hub id is ``name`` or ``org/name``; anything else with a slash (or ``os.sep``) is a filesystem path."""
+    return value.startswith(('/', '.', '~')) or value.count('/') > 1 or os.sep != '/' and os.sep in value
 
 
 def check_model_name(name: str, key: str, missing: str) -> None:

@@ -4,22 +4,26 @@ The keys follow llm-foundry's train config, so a user's existing habits carry ov
 this schema accepts the subset this recipe supports and rejects anything else by name
 before any heavy import happens. After validation, :func:`to_dict` gives back the
 plain mapping that llm-foundry's ``train`` entry point receives.
+
+The loaders' schema is in :mod:`~composer_plugins.config.loaders` (with the per-domain
+``eval_loaders`` short form in :mod:`~composer_plugins.config.eval_loaders`), the callbacks'
+in :mod:`~composer_plugins.config.callback_schemas`.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
-from composer_plugins.data.domain_weights import per_domain_values, read_domain_weights
-from composer_plugins.data.data_model_check import check_manifest_vocab
-from composer_plugins.data.shard_check import check_shards
-from composer_plugins.config.guards import FiniteGuardConfig
+from composer_plugins.config.callback_schemas import typed_callbacks
+from composer_plugins.config.eval_loaders import eval_loader_list
+from composer_plugins.config.loaders import LoaderConfig, MixtureLoaderConfig, TextLoaderConfig
 from composer_plugins.config.model_names import check_model_name
 from composer_plugins.config.run_folders import check_load_path, check_save_folder
-from composer_plugins.config.typed import from_dict
+from composer_plugins.data.data_model_check import check_manifest_vocab
+from composer_plugins.data.domain_weights import per_domain_values
 from composer_plugins.distillation.config import DistillationConfig
 from composer_plugins.errors import ConfigError
+from composer_plugins.models.tiny import TINY_MODEL_NAMES
 from composer_plugins.pruning.config import PruningConfig
 from composer_plugins.pruning.shapes import ModelShape
 
@@ -44,7 +48,7 @@ class ModelConfig:
     def validate(self, path: str) -> None:
         check_model_name(self.source, f'{path}.source', (
             f'model directory {self.source!r} does not exist (expected a local HF directory, a hub id, '
-            'or tiny-llama / tiny-llama-gqa / tiny-mistral / tiny-qwen2)'))
+            f'or {" / ".join(TINY_MODEL_NAMES)})'))
 
 
 @dataclass
@@ -54,110 +58,16 @@ class TokenizerConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class TextDatasetConfig:
-    """``*_loader.dataset`` of llm-foundry's ``text`` loader: MDS shards with a ``tokens`` column."""
-    local: str
-    max_seq_len: int
-    remote: Optional[str] = None
-    split: Optional[str] = None
-    shuffle: bool = False
-    shuffle_seed: int = 9176
-    shuffle_algo: Optional[str] = None
-    num_canonical_nodes: Optional[int] = None
-    eos_token_id: Optional[int] = None
-    token_encoding_type: Optional[str] = None
-
-    def validate(self, path: str) -> None:
-        if self.remote is None:
-            shard_dir = os.path.join(self.local, self.split or '')
-            if not os.path.isfile(os.path.join(shard_dir, 'index.json')):
-                raise ConfigError(
-                    f'{path}.local: no MDS index at {os.path.join(shard_dir, "index.json")!r}; '
-                    'prepare shards first (see README: data) or set remote',
-                )
-            check_shards(shard_dir, f'{path}.local')
-
-
-@dataclass(kw_only=True)
-class DataLoaderOptions:
-    """The torch ``DataLoader`` keys every loader accepts."""
-    drop_last: bool = True
-    num_workers: int = 0
-    pin_memory: bool = False
-    prefetch_factor: Optional[int] = field(default=None, metadata={'keep_none': True})  # torch needs None with 0 workers
-    persistent_workers: bool = False
-    timeout: int = 0
-
-
-@dataclass(kw_only=True)
-class TextLoaderConfig(DataLoaderOptions):
-    """``train_loader`` / ``eval_loader`` with llm-foundry's ``text`` dataloader."""
-    name: Literal['text']
-    dataset: TextDatasetConfig
-    label: Optional[str] = None
-
-
-@dataclass
-class MixtureDatasetConfig:
-    """``train_loader.dataset`` of the ``domain_mixture`` loader (``shear prep`` output layout).
-
-    ``<local>/<domain>/<split>`` holds each domain's MDS shards. One update interval is
-    ``interval_batches`` global batches (one Composer epoch); ``weights`` are the initial
-    domain weights (uniform when omitted), or ``weights_from`` names the domain-weights file
-    an earlier stage wrote (``callbacks.dynamic_loading.weights_file``).
-    """
-    local: str
-    domains: list[str]
-    max_seq_len: int
-    interval_batches: int
-    split: str = 'train'
-    remote: Optional[str] = None
-    weights: Optional[list[float]] = None
-    weights_from: Optional[str] = None
-    seed: int = 17
-
-    def validate(self, path: str) -> None:
-        if self.weights_from is not None:
-            if self.weights is not None:
-                raise ConfigError(f'{path}.weights_from: set weights or weights_from, not both')
-            self.weights = read_domain_weights(self.weights_from, self.domains, f'{path}.weights_from')
-        if not self.domains or len(set(self.domains)) != len(self.domains):
-            raise ConfigError(f'{path}.domains: got {self.domains}; expected distinct domain names')
-        if self.interval_batches <= 0:
-            raise ConfigError(f'{path}.interval_batches: got {self.interval_batches}; expected a positive int')
-        if self.weights is not None:
-            per_domain_values(self.weights, self.domains, f'{path}.weights', non_negative=True)
-            if abs(sum(self.weights) - 1.0) > 1e-6:
-                raise ConfigError(f'{path}.weights: {self.weights} must be non-negative and sum to 1 '
-                                  f'(they sum to {sum(self.weights):.6g})')
-        if self.remote is None:
-            for domain in self.domains:
-                index = os.path.join(self.local, domain, self.split, 'index.json')
-                if not os.path.isfile(index):
-                    raise ConfigError(f'{path}.domains: domain {domain!r} has no MDS index at {index!r}')
-                check_shards(os.path.dirname(index), f'{path}.domains[{domain}]')
-
-
-@dataclass(kw_only=True)
-class MixtureLoaderConfig(DataLoaderOptions):
-    """``train_loader`` with this package's ``domain_mixture`` loader (dynamic batch loading)."""
-    name: Literal['domain_mixture']
-    dataset: MixtureDatasetConfig
-
-
-LoaderConfig = Union[TextLoaderConfig, MixtureLoaderConfig]
+PRUNING_CALLBACKS = {'mask_learning': 'the log-alphas: init, optimizer, settle',
+                     'lagrangian': 'the multipliers and the target ramp'}
+"""The callbacks that train the masks, which ``model.pruning`` needs: ``{name: what it owns}``."""
 
 
 def _check_pruning_callbacks(callbacks: dict[str, Any]) -> None:
-    """``model.pruning`` needs the two callbacks that train the masks; their arguments are checked now."""
-    from composer_plugins.pruning.config import LagrangianConfig, MaskLearningConfig
-
-    for name, schema, role in (('mask_learning', MaskLearningConfig, 'the log-alphas: init, optimizer, settle'),
-                               ('lagrangian', LagrangianConfig, 'the multipliers and the target ramp')):
+    """``model.pruning`` needs the two callbacks that train the masks (their arguments are checked with the rest)."""
+    for name, role in PRUNING_CALLBACKS.items():
         if name not in callbacks:
             raise ConfigError(f'callbacks.{name}: required with model.pruning (it owns {role})')
-        from_dict(schema, callbacks[name] or {}, f'callbacks.{name}')
 
 
 def _source_shape(model: ModelConfig) -> Optional[ModelShape]:
@@ -165,7 +75,7 @@ def _source_shape(model: ModelConfig) -> Optional[ModelShape]:
 
     A source whose config is not readable offline (a hub id outside the cache) is checked when it is built.
     """
-    from composer_plugins.planning.source_shape import quick_source_shape
+    from composer_plugins.models.source_shape import quick_source_shape
 
     try:
         return quick_source_shape(model.source, model.config_overrides)
@@ -300,7 +210,22 @@ class FsdpConfig:
 
 @dataclass
 class RunConfig:
-    """A whole run: llm-foundry's train keys that this recipe supports."""
+    """A whole run: llm-foundry's train keys that this recipe supports.
+
+    Two keys are read in :meth:`validate`, after the train loader is known:
+
+    * ``eval_loaders``: a list of ``text`` loaders (llm-foundry's), or the short form
+      ``{per_domain: {split: eval, num_workers: 2, ...}}``, which stands for one ``text``
+      evaluator per ``domain_mixture`` training domain, labelled with the domain, reading
+      ``<train_loader.dataset.local>/<domain>/<split>``
+      (:class:`~composer_plugins.config.eval_loaders.PerDomainEvalConfig`). After validation it is
+      always the explicit list of :class:`TextLoaderConfig` (or None).
+    * ``callbacks``: ``{name: arguments}``. The arguments of this package's callbacks are checked
+      against their dataclasses and kept as them
+      (:data:`~composer_plugins.config.callback_schemas.CALLBACK_SCHEMAS`: ``callbacks['sample_log']``
+      is a :class:`~composer_plugins.config.callback_args.SampleLogConfig`); any other callback's
+      (Composer's ``speed_monitor``, ``lr_monitor`` ...) stay the mapping as written.
+    """
     model: ModelConfig
     tokenizer: TokenizerConfig
     train_loader: LoaderConfig
@@ -312,7 +237,7 @@ class RunConfig:
     device_train_microbatch_size: Union[int, str] = 'auto'
     device_eval_batch_size: int = 4
     eval_loader: Optional[TextLoaderConfig] = None
-    eval_loaders: Optional[list[TextLoaderConfig]] = None
+    eval_loaders: Any = None  # list[TextLoaderConfig] or {per_domain: ...}; a list after validate
     eval_interval: TimeStr = 1
     eval_first: bool = False
     eval_subset_num_batches: int = -1
@@ -321,7 +246,7 @@ class RunConfig:
     run_name: Optional[str] = None
     variables: Optional[dict[str, Any]] = None
     fsdp_config: Optional[FsdpConfig] = None
-    callbacks: Optional[dict[str, Optional[dict[str, Any]]]] = None
+    callbacks: Optional[dict[str, Any]] = None  # ours: their dataclasses after validate; others: mappings
     loggers: Optional[dict[str, Optional[dict[str, Any]]]] = None
     algorithms: Optional[dict[str, Optional[dict[str, Any]]]] = None
     distillation: Optional[DistillationConfig] = None
@@ -348,11 +273,13 @@ class RunConfig:
         evals = self.eval_loaders or ([self.eval_loader] if self.eval_loader else [])
         for i, loader in enumerate(evals):
             if loader.dataset.remote is None:
-                folders.append((f'eval_loaders[{i}].dataset.local' if self.eval_loaders else 'eval_loader.dataset.local',
-                                loader.dataset.local))
+                key = f'eval_loaders[{i}].dataset.local' if self.eval_loaders else 'eval_loader.dataset.local'
+                folders.append((key, loader.dataset.local))
         return folders
 
     def validate(self, path: str) -> None:
+        self.eval_loaders = eval_loader_list(self.eval_loaders, self.train_loader)
+        self.callbacks = typed_callbacks(self.callbacks)
         if self.global_train_batch_size <= 0:
             raise ConfigError(f'global_train_batch_size: got {self.global_train_batch_size}; expected a positive int')
         if self.max_seq_len <= 0:
@@ -369,7 +296,6 @@ class RunConfig:
                 raise ConfigError('algorithms.distillation: configure distillation with the top-level '
                                   'distillation block (teacher, alpha, temperature, top_k)')
             self.distillation.resolve_teacher(self.model.source, self.model.pruning is not None, 'distillation')
-        from_dict(FiniteGuardConfig, (self.callbacks or {}).get('finite_guard') or {}, 'callbacks.finite_guard')
         source = _source_shape(self.model)
         if self.model.pruning is not None:
             _check_target_shape(self.model, source)
@@ -384,9 +310,9 @@ class RunConfig:
                 )
         check_manifest_vocab(self.data_folders(), self.model.source, source.vocab_size if source else None)
         if isinstance(self.train_loader, MixtureLoaderConfig):
-            dynamic = (self.callbacks or {}).get('dynamic_loading') or {}
-            if isinstance(dynamic, dict) and dynamic.get('ref_losses') is not None:
-                per_domain_values(dynamic['ref_losses'], self.train_loader.dataset.domains,
+            dynamic = (self.callbacks or {}).get('dynamic_loading')
+            if dynamic is not None and dynamic.ref_losses is not None:
+                per_domain_values(dynamic.ref_losses, self.train_loader.dataset.domains,
                                   'callbacks.dynamic_loading.ref_losses')
             interval = f'{self.train_loader.dataset.interval_batches}ba'
             if str(self.eval_interval) != interval:

@@ -12,8 +12,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from composer_plugins.data.mds import read_rows_in_place
 from composer_plugins.errors import ShearError
+from data_prep.mds import read_rows_in_place
 
 
 def calibration_rows(data: str | Path, split: str, domains: Optional[Sequence[str]], count: int) -> list[np.ndarray]:

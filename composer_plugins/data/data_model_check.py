@@ -14,40 +14,10 @@ Each error names the data folder, both tokenizers and both sizes.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 from composer_plugins.errors import ConfigError
-
-MANIFEST_NAME = 'manifest.json'
-
-
-def vocab_fingerprint(tokenizer: Any) -> str:
-    """sha256 of the tokenizer's token-to-id map (``get_vocab()``), sorted by id."""
-    items = sorted(tokenizer.get_vocab().items(), key=lambda item: (item[1], item[0]))
-    return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode('utf-8')).hexdigest()
-
-
-def find_manifest(local: str) -> Optional[str]:
-    """The ``manifest.json`` of prepared data ``local`` (a ``shear prep`` folder or one of its domains)."""
-    for folder in (local, os.path.dirname(os.path.normpath(local))):
-        path = os.path.join(folder, MANIFEST_NAME)
-        if os.path.isfile(path):
-            return path
-    return None
-
-
-def read_manifest_fields(path: str) -> dict[str, Any]:
-    try:
-        with open(path, encoding='utf-8') as f:
-            data = json.load(f)
-    except (OSError, ValueError) as err:
-        raise ConfigError(f'{path}: cannot read the prep manifest: {err}') from None
-    if not isinstance(data, dict):
-        raise ConfigError(f'{path}: not a prep manifest (expected a JSON object)')
-    return data
+from data_prep.manifest import find_manifest, read_manifest_fields, vocab_fingerprint
 
 
 def manifests(locals_: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str, str, dict[str, Any]]]:

@@ -28,7 +28,8 @@ def per_domain_values(values: Union[Mapping[str, Any], Sequence[Any]], domains: 
         missing = [d for d in domains if d not in values]
         if unknown or missing:
             raise ConfigError(f"{key}: its domains must be the run's {list(domains)}"
-                              + (f'; unknown: {unknown}' if unknown else '') + (f'; missing: {missing}' if missing else ''))
+                              + (f'; unknown: {unknown}' if unknown else '')
+                              + (f'; missing: {missing}' if missing else ''))
         ordered = [values[d] for d in domains]
     else:
         if len(values) != len(domains):

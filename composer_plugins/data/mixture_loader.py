@@ -24,10 +24,10 @@ from streaming import Stream, StreamingDataset
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from composer_plugins.data.mds import TOKENS_COLUMN
 from composer_plugins.data.mixture_schedule import IntervalPlan, plan_interval
 from composer_plugins.data.shard_check import describe_row
 from composer_plugins.errors import ShearError
+from data_prep.mds import TOKENS_COLUMN
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from composer_plugins.config.model_names import TINY_MODEL_PREFIX, looks_like_path
 from composer_plugins.errors import ShearError
 
 log = logging.getLogger(__name__)
@@ -264,7 +264,7 @@ def resolve_domains(data_dir: str | Path, split: str, domains: Optional[Sequence
     if domains is not None:
         chosen, source = list(domains), 'requested'
     elif (root / 'manifest.json').is_file():
-        from data_prep.prep import read_manifest
+        from data_prep.manifest import read_manifest
 
         listed = read_manifest(root).get('domains')
         if not isinstance(listed, Mapping) or not listed:
@@ -291,6 +291,7 @@ def resolve_domains(data_dir: str | Path, split: str, domains: Optional[Sequence
 def read_token_rows(split_dir: str | Path, max_rows: int) -> list[np.ndarray]:
     """Up to ``max_rows`` rows (column ``tokens``) of the MDS dataset in ``split_dir``, in order."""
     from streaming import StreamingDataset
+
     from composer_plugins.data.streaming_memory import released_streaming_memory
 
     with released_streaming_memory():  # releases only what this read created: other runs' memory is not ours
@@ -358,8 +359,7 @@ def load_reference_model(source: str) -> Any:
     from composer_plugins.models.loading import load_causal_lm
 
     path = Path(source).expanduser()
-    looks_like_path = source.startswith(('/', '.', '~')) or source.count('/') > 1 or os.sep != '/' and os.sep in source
-    if not source.startswith('tiny-') and not path.exists() and looks_like_path:
+    if not source.startswith(TINY_MODEL_PREFIX) and not path.exists() and looks_like_path(source):
         raise ShearError(f'--model {source!r}: no such model directory')
     if path.exists() and not path.is_dir():
         raise ShearError(f'--model {source!r}: not a directory (expected a Hugging Face model folder)')

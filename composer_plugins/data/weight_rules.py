@@ -34,7 +34,8 @@ BOUNDED_FLOOR = 0.3
 def bounded_update(
     weights: np.ndarray, losses: np.ndarray, ref_losses: np.ndarray, floor: float = BOUNDED_FLOOR, **_: object,
 ) -> np.ndarray:
-    """``w_i <- (1 - f) w_i exp(g_i) / sum_j w_j exp(g_j) + f / k`` with the relative gap ``g_i = max(l_i - ref_i, 0) / ref_i``.
+    """``w_i <- (1 - f) w_i exp(g_i) / sum_j w_j exp(g_j) + f / k``,
+    with the relative gap ``g_i = max(l_i - ref_i, 0) / ref_i``.
 
     The paper's rule (:func:`doremi_update`) exponentiates the gap in nats, which assumes gaps of a
     few tenths, as against scaling-law references. Right after pruning the gaps are several nats,

@@ -18,7 +18,7 @@ from transformers import AutoConfig, PreTrainedModel
 from composer_plugins.errors import ConfigError
 from composer_plugins.models.loading import load_causal_lm
 from composer_plugins.models.tiny import tiny_config
-from composer_plugins.models.tokenizers import load_tokenizer
+from data_prep.tokenizers import load_tokenizer
 
 log = logging.getLogger(__name__)
 

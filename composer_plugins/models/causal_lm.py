@@ -22,7 +22,7 @@ from composer_plugins.models.mask_hooks import MaskApplier
 from composer_plugins.models.pruner import Pruner, PrunerOutput
 from composer_plugins.pruning.config import PruningConfig
 from composer_plugins.pruning.masks import default_mask_types
-from composer_plugins.pruning.shapes import ModelShape, validate_target
+from composer_plugins.pruning.shapes import ModelShape, count_non_embedding_params, validate_target
 
 
 def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:
@@ -102,3 +102,24 @@ class ShearCausalLM(HuggingFaceModel):
             return lm_loss
         lagrangian, self._lagrangian = self._lagrangian, None
         return {'total': lm_loss + lagrangian, 'lm': lm_loss, 'lagrangian': lagrangian}
+
+    def flops_per_batch(self, batch: Mapping[str, Any]) -> int:
+        """Model FLOPs of one training step (forward + backward) on ``batch``; Composer's ``SpeedMonitor``
+        reads it for ``throughput/flops_per_sec`` and MFU.
+
+        Per token, PaLM's count (Chowdhery et al. 2022, arXiv 2204.02311, appendix B)::
+
+            6 N + 12 L (n_heads head_dim) S
+
+        ``N``: the parameters of every matmul: the non-embedding parameters plus the ``lm_head``
+        matrix ``V H`` (computed also when tied; the input embedding is a lookup). ``12 L d S``:
+        ``Q K^T`` and ``A V`` over ``S`` keys per query, forward + backward, not halved for the
+        causal mask. Recomputation (activation checkpointing) is not counted: MFU, not HFU.
+        With ``pruning`` the dense source's FLOPs: the masks scale activations, nothing is skipped
+        (the pruner's own parameters are negligible and not counted). Padding counts as tokens.
+        """
+        shape = ModelShape.from_hf_config(self.model.config)
+        batch_size, seq_len = batch['input_ids'].shape[:2]
+        matmul_params = count_non_embedding_params(shape) + shape.vocab_size * shape.hidden_size
+        attention = 12 * shape.num_layers * shape.num_attention_heads * shape.head_dim * seq_len
+        return batch_size * seq_len * (6 * matmul_params + attention)

@@ -158,11 +158,13 @@ def load_pruning_checkpoint(
     pruner = _rebuild_pruner(model_state, path)
     hf_state = (state.get('integrations') or {}).get('huggingface')
     if not hf_state or 'model' not in hf_state:
-        raise ShearError(f'{path} has no Hugging Face metadata (state.integrations.huggingface); cannot rebuild the model')
+        raise ShearError(f'{path} has no Hugging Face metadata (state.integrations.huggingface); '
+                         'cannot rebuild the model')
 
     tokenizer = _load_tokenizer(hf_state)
     # FSDP2 saves the dynamic class name (``FSDPLlamaForCausalLM``); rebuild from the config instead.
-    hf_model = HuggingFaceModel.load_huggingface_model_from_saved_state(hf_state, checkpoint, AutoModelForCausalLM, None)
+    hf_model = HuggingFaceModel.load_huggingface_model_from_saved_state(
+        hf_state, checkpoint, AutoModelForCausalLM, None)
     weights = {k[len(MODEL_PREFIX):]: v for k, v in model_state.items() if k.startswith(MODEL_PREFIX)}
     try:
         missing, unexpected = hf_model.load_state_dict(weights, strict=False)

@@ -36,11 +36,11 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_utils import no_init_weights
 
 from composer_plugins.errors import ShearError
-from composer_plugins.models.mask_scales import attention_layer_mask, ffn_scales, head_scales, mlp_layer_mask
-from composer_plugins.output_dirs import check_out_dir, staged_output
 from composer_plugins.models.adapters import adapter_for
 from composer_plugins.models.dead_units import check_no_dead_units
-from composer_plugins.pruning.shapes import ModelShape
+from composer_plugins.models.mask_scales import attention_layer_mask, ffn_scales, head_scales, mlp_layer_mask
+from composer_plugins.pruning.shapes import ModelShape, mask_shapes
+from data_prep.output_dirs import check_out_dir, staged_output
 
 log = logging.getLogger(__name__)
 
@@ -111,15 +111,7 @@ def _kept_in_rows(values: torch.Tensor, keep: int, name: str) -> torch.Tensor:
 
 
 def _check_mask_shapes(masks: Mapping[str, torch.Tensor], source: ModelShape) -> None:
-    expected = {
-        'layer': (source.num_layers,),
-        'head_layer': (source.num_layers,),
-        'mlp': (source.num_layers,),
-        'kv_group': (source.num_layers, source.num_key_value_heads),
-        'head': (source.num_layers, source.num_key_value_heads, source.q_per_kv),
-        'intermediate': (source.num_layers, source.intermediate_size),
-        'hidden': (source.hidden_size,),
-    }
+    expected = mask_shapes(source)
     for name, value in masks.items():
         if name not in expected:
             raise ShearError(f'unknown mask {name!r}; expected some of {list(expected)}')
@@ -200,7 +192,8 @@ def kept_structure(
             raise ShearError("the 'hidden' mask must be exactly 0 or 1 (L0Masks.deterministic() makes it so)")
         hidden = _kept_in_rows(hidden_mask, target.hidden_size, 'hidden').tolist()
         if len(hidden) != int(hidden_mask.sum()):
-            raise ShearError(f"the 'hidden' mask keeps {int(hidden_mask.sum())} channels, the target {target.hidden_size}")
+            raise ShearError(f"the 'hidden' mask keeps {int(hidden_mask.sum())} channels, "
+                             f"the target {target.hidden_size}")
     else:
         hidden = list(range(source.hidden_size))
 

@@ -5,12 +5,13 @@ from typing import Mapping
 
 import torch
 
+from composer_plugins.models.mask_scales import attention_layer_mask
 from composer_plugins.pruning.shapes import ModelShape
 
 
 def summarize_masks(masks: Mapping[str, torch.Tensor], source: ModelShape, target: ModelShape) -> str:
     """One line per source layer (kept or pruned, kv groups, query heads, FFN channels)."""
-    layer = masks.get('layer', masks.get('head_layer'))
+    layer = attention_layer_mask(masks)
     lines = [
         f'source: {source.num_layers} layers, {source.num_attention_heads} heads / {source.num_key_value_heads} kv, '
         f'hidden {source.hidden_size}, ffn {source.intermediate_size}',

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from composer_plugins.errors import ShearError
-
 from composer_plugins.pruning.lagrangian import LagrangianMultipliers
 from composer_plugins.pruning.masks import L0Masks
 from composer_plugins.pruning.shapes import ModelShape
@@ -73,10 +72,7 @@ class Pruner(nn.Module):
         return self.l0_masks.target
 
     def forward(self, step: int, targets: Optional[Mapping[str, float]] = None) -> PrunerOutput:
-        if self.training:
-            masks = self.l0_masks.sample(self._generator(step))
-        else:
-            masks = self.l0_masks.deterministic()
+        masks = self.l0_masks(self._generator(step) if self.training else None)
         expected = self.l0_masks.expected_sparsity()
         target = dict(targets) if targets is not None else self.l0_masks.target_sparsity()
         lagrangian, _ = self.lagrangian(expected, target)

@@ -25,9 +25,9 @@ import math
 from collections.abc import Sequence
 
 import torch
+from torch import nn
 
 from composer_plugins.pruning.config import DEFAULT_INIT_DROP_PROB
-from torch import nn
 
 log = logging.getLogger(__name__)
 

@@ -66,12 +66,6 @@ class LagrangianMultipliers(nn.Module):
         self.lambda_1 = nn.ParameterDict({n: nn.Parameter(torch.zeros(1, device=device)) for n in names})
         self.lambda_2 = nn.ParameterDict({n: nn.Parameter(torch.zeros(1, device=device)) for n in names})
 
-    def reset_parameters(self) -> None:
-        """Sets every multiplier back to 0."""
-        with torch.no_grad():
-            for p in self.parameters():
-                p.zero_()
-
     def forward(
         self,
         expected: Mapping[str, torch.Tensor],

@@ -1,21 +1,8 @@
 """The set of structured L0 masks of one model, their expected sparsities and parameter counts.
 
 Sheared-LLaMA (Xia et al. 2023, arXiv 2310.06694, Sec. 2.1, "Targeted structured pruning")
-learns hard concrete masks over layers, heads, FFN channels and hidden channels. Mask names
-and shapes, for a source with ``L`` layers, ``G`` KV heads, ``Q`` query heads per KV head,
-FFN width ``F`` and hidden width ``H``:
-
-==================  ==============  ===========================================
-name                shape           prunes
-==================  ==============  ===========================================
-``layer``           ``(L,)``        a whole layer (attention and MLP)
-``head_layer``      ``(L,)``        the attention block of a layer
-``mlp``             ``(L,)``        the MLP block of a layer
-``kv_group``        ``(L, G)``      a KV head together with its query heads
-``head``            ``(L, G, Q)``   query heads inside a group (GQA only)
-``intermediate``    ``(L, F)``      FFN channels
-``hidden``          ``(H,)``        residual-stream channels
-==================  ==============  ===========================================
+learns hard concrete masks over layers, heads, FFN channels and hidden channels; the mask
+names and shapes are those of :func:`~composer_plugins.pruning.shapes.mask_shapes`.
 
 ``layer`` and the pair ``head_layer`` + ``mlp`` are mutually exclusive. For multi-head
 attention (``Q == 1``) the ``head`` mask does not exist: a request for ``head`` is served
@@ -38,20 +25,21 @@ from composer_plugins.errors import ConfigError
 from composer_plugins.pruning.config import DEFAULT_INIT_DROP_PROB
 from composer_plugins.pruning.hard_concrete import HardConcreteGate
 from composer_plugins.pruning.lagrangian import target_at_step
-from composer_plugins.pruning.shapes import ModelShape, validate_target
+from composer_plugins.pruning.shapes import (
+    HEAD,
+    HEAD_LAYER,
+    HIDDEN,
+    INTERMEDIATE,
+    KV_GROUP,
+    LAYER,
+    MASK_TYPES,
+    MLP,
+    ModelShape,
+    mask_shapes,
+    validate_target,
+)
 
 log = logging.getLogger(__name__)
-
-LAYER = 'layer'
-HEAD_LAYER = 'head_layer'
-MLP = 'mlp'
-KV_GROUP = 'kv_group'
-HEAD = 'head'
-INTERMEDIATE = 'intermediate'
-HIDDEN = 'hidden'
-
-MASK_TYPES: tuple[str, ...] = (LAYER, HEAD_LAYER, MLP, KV_GROUP, HEAD, INTERMEDIATE, HIDDEN)
-"""Every mask name, in the canonical order that specs and dicts use."""
 
 BINARY_DETERMINISTIC: frozenset[str] = frozenset({HIDDEN})
 """Masks whose kept units have deterministic value exactly 1 (so tied embeddings export exactly)."""
@@ -126,17 +114,8 @@ def build_mask_specs(source: ModelShape, target: ModelShape, mask_types: Sequenc
     if missing:
         raise ConfigError('the target shrinks a dimension without its mask: ' + '; '.join(missing))
 
-    layers, groups = source.num_layers, source.num_key_value_heads
-    candidates = {
-        LAYER: ((layers,), target.num_layers),
-        HEAD_LAYER: ((layers,), target.num_layers),
-        MLP: ((layers,), target.num_layers),
-        KV_GROUP: ((layers, groups), target.num_key_value_heads),
-        HEAD: ((layers, groups, source.q_per_kv), target.q_per_kv),
-        INTERMEDIATE: ((layers, source.intermediate_size), target.intermediate_size),
-        HIDDEN: ((source.hidden_size,), target.hidden_size),
-    }
-    specs = [MaskSpec(name, *candidates[name]) for name in MASK_TYPES if name in types]
+    shapes, target_shapes = mask_shapes(source), mask_shapes(target)
+    specs = [MaskSpec(name, shapes[name], target_shapes[name][-1]) for name in MASK_TYPES if name in types]
     for spec in specs:
         if spec.keep_per_row == spec.shape[-1]:
             log.info("mask '%s' keeps every unit at the target; it is learned but prunes nothing", spec.name)
@@ -162,9 +141,10 @@ def _expected_counts(probs: Mapping[str, torch.Tensor], shape: ModelShape, dtype
         raise ValueError(f'unknown mask name(s) {unknown} in probabilities')
     ref = next(iter(probs.values()), None)
     device = ref.device if ref is not None else None
-    layers, groups, q_per_kv = shape.num_layers, shape.num_key_value_heads, shape.q_per_kv
+    sizes = mask_shapes(shape)
 
-    def get(name: str, size: tuple[int, ...]) -> torch.Tensor:
+    def get(name: str) -> torch.Tensor:
+        size = sizes[name]
         if name not in probs:
             return torch.ones(size, dtype=dtype, device=device)
         p = probs[name]
@@ -172,18 +152,18 @@ def _expected_counts(probs: Mapping[str, torch.Tensor], shape: ModelShape, dtype
             raise ValueError(f"probabilities of mask '{name}' have shape {tuple(p.shape)}, expected {size}")
         return p.to(dtype)
 
-    layer = get(LAYER, (layers,)) if LAYER in probs else None
-    attn_layer = layer if layer is not None else get(HEAD_LAYER, (layers,))
-    mlp_layer = layer if layer is not None else get(MLP, (layers,))
-    p_kv = get(KV_GROUP, (layers, groups))
-    p_head = get(HEAD, (layers, groups, q_per_kv))
+    layer = get(LAYER) if LAYER in probs else None
+    attn_layer = layer if layer is not None else get(HEAD_LAYER)
+    mlp_layer = layer if layer is not None else get(MLP)
+    p_kv = get(KV_GROUP)
+    p_head = get(HEAD)
     return _ExpectedCounts(
         attn_layer=attn_layer,
         mlp_layer=mlp_layer,
         kv_groups=p_kv.sum(-1),
         q_heads=(p_kv * p_head.sum(-1)).sum(-1),
-        ffn=get(INTERMEDIATE, (layers, shape.intermediate_size)).sum(-1),
-        hidden=get(HIDDEN, (shape.hidden_size,)).sum(),
+        ffn=get(INTERMEDIATE).sum(-1),
+        hidden=get(HIDDEN).sum(),
     )
 
 
@@ -237,18 +217,11 @@ def target_sparsity_for(source: ModelShape, target: ModelShape, mask_names: Sequ
     """Sparsity of each mask at the target shape, with the definitions of :func:`expected_sparsity_from_probs`.
 
     ``layer``/``head_layer``/``mlp``: ``1 - Lt/L``; ``kv_group``: ``1 - Gt/G``;
-    ``head``: ``1 - Qt/Q``; ``intermediate``: ``1 - Ft/F``; ``hidden``: ``1 - Ht/H``.
+    ``head``: ``1 - Qt/Q``; ``intermediate``: ``1 - Ft/F``; ``hidden``: ``1 - Ht/H``
+    (the last axis of each mask's shape, :func:`~composer_plugins.pruning.shapes.mask_shapes`).
     """
-    kept_fraction = {
-        LAYER: target.num_layers / source.num_layers,
-        HEAD_LAYER: target.num_layers / source.num_layers,
-        MLP: target.num_layers / source.num_layers,
-        KV_GROUP: target.num_key_value_heads / source.num_key_value_heads,
-        HEAD: target.q_per_kv / source.q_per_kv,
-        INTERMEDIATE: target.intermediate_size / source.intermediate_size,
-        HIDDEN: target.hidden_size / source.hidden_size,
-    }
-    return {name: 1.0 - kept_fraction[name] for name in mask_names}
+    shapes, target_shapes = mask_shapes(source), mask_shapes(target)
+    return {name: 1.0 - target_shapes[name][-1] / shapes[name][-1] for name in mask_names}
 
 class L0Masks(nn.Module):
     """All hard concrete masks that prune one ``source`` model to ``target``.
@@ -262,10 +235,10 @@ class L0Masks(nn.Module):
         generator: random generator for the initial noise.
         device: device of the gates.
 
-    Calling the module returns :meth:`sample` in training mode and :meth:`deterministic`
-    in eval mode. Under FSDP2, call it (or its methods) from inside a wrapped module's
-    ``forward`` so that ``log_alpha`` is unsharded. After each optimizer step call
-    :meth:`clamp_`.
+    Calling the module returns :meth:`sample` (with the given generator) in training mode
+    and :meth:`deterministic` in eval mode. Under FSDP2, call it (or its methods) from
+    inside a wrapped module's ``forward`` so that ``log_alpha`` is unsharded. After each
+    optimizer step call :meth:`clamp_`.
     """
 
     def __init__(
@@ -340,6 +313,6 @@ class L0Masks(nn.Module):
         """Target sparsity per mask on the linear warmup ramp (see :func:`target_at_step`)."""
         return {name: target_at_step(t, step, warmup_steps) for name, t in self.target_sparsity().items()}
 
-    def forward(self) -> dict[str, torch.Tensor]:
-        """:meth:`sample` when training, :meth:`deterministic` in eval mode."""
-        return self.sample() if self.training else self.deterministic()
+    def forward(self, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """:meth:`sample` (with ``generator``) when training, :meth:`deterministic` in eval mode."""
+        return self.sample(generator) if self.training else self.deterministic()

@@ -1,8 +1,9 @@
-"""Shapes of LLaMA-family decoder models, their exact parameter counts, and target checks.
+"""Shapes of LLaMA-family decoder models and of their masks, exact parameter counts, and target checks.
 
 Sheared-LLaMA (Xia et al. 2023, arXiv 2310.06694, Sec. 2.1) prunes a source model to a
 *pre-specified target shape*; :func:`validate_target` says whether a target can be reached
-from a source by structured pruning alone.
+from a source by structured pruning alone, and :func:`mask_shapes` gives the shape of every
+mask type.
 """
 from __future__ import annotations
 
@@ -14,6 +15,17 @@ from typing import Any
 from composer_plugins.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+LAYER = 'layer'
+HEAD_LAYER = 'head_layer'
+MLP = 'mlp'
+KV_GROUP = 'kv_group'
+HEAD = 'head'
+INTERMEDIATE = 'intermediate'
+HIDDEN = 'hidden'
+
+MASK_TYPES: tuple[str, ...] = (LAYER, HEAD_LAYER, MLP, KV_GROUP, HEAD, INTERMEDIATE, HIDDEN)
+"""Every mask name, in the canonical order that specs and dicts use."""
 
 _SIZE_FIELDS = (
     'num_layers',
@@ -112,6 +124,39 @@ class ModelShape:
             tie_word_embeddings=bool(getattr(config, 'tie_word_embeddings', False)),
             attention_bias=is_qwen2,
         )
+
+
+def mask_shapes(shape: ModelShape) -> dict[str, tuple[int, ...]]:
+    """The shape of every mask type (:data:`MASK_TYPES` order) for a model of ``shape``.
+
+    With ``L`` layers, ``G`` KV heads, ``Q`` query heads per KV head, FFN width ``F`` and
+    hidden width ``H``:
+
+    ==================  ==============  ===========================================
+    name                shape           prunes
+    ==================  ==============  ===========================================
+    ``layer``           ``(L,)``        a whole layer (attention and MLP)
+    ``head_layer``      ``(L,)``        the attention block of a layer
+    ``mlp``             ``(L,)``        the MLP block of a layer
+    ``kv_group``        ``(L, G)``      a KV head together with its query heads
+    ``head``            ``(L, G, Q)``   query heads inside a group (GQA only)
+    ``intermediate``    ``(L, F)``      FFN channels
+    ``hidden``          ``(H,)``        residual-stream channels
+    ==================  ==============  ===========================================
+
+    The last axis counts the units a mask prunes, so at a target shape it is the number of
+    units kept per row.
+    """
+    layers, groups = shape.num_layers, shape.num_key_value_heads
+    return {
+        LAYER: (layers,),
+        HEAD_LAYER: (layers,),
+        MLP: (layers,),
+        KV_GROUP: (layers, groups),
+        HEAD: (layers, groups, shape.q_per_kv),
+        INTERMEDIATE: (layers, shape.intermediate_size),
+        HIDDEN: (shape.hidden_size,),
+    }
 
 
 def count_embedding_params(shape: ModelShape) -> int:

@@ -170,8 +170,8 @@ def test_mask_snapshots_keep_exact_target_counts(pruning_run):
     (['callbacks.mask_learning.settle=5'], None),
 ])
 def test_bad_pruning_config_is_one_clear_error(corpus_dir, overrides, message):
-    from composer_plugins.models.causal_lm import ShearCausalLM
     from composer_plugins.config.typed import to_dict
+    from composer_plugins.models.causal_lm import ShearCausalLM
 
     if message is None:  # accepted: a plain number of batches
         load_run_config(PRUNE_YAML, [f'variables.data_dir={corpus_dir}', *overrides])

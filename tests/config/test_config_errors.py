@@ -175,7 +175,8 @@ def test_non_finite_numbers_are_named_errors(corpus_dir, override, expected):
 def test_save_folder_that_cannot_be_created_is_one_line(corpus_dir, tmp_path):
     blocker = tmp_path / 'a-file'
     blocker.write_text('not a folder')
-    with pytest.raises(ConfigError, match=r"^save_folder: '.*a-file/checkpoints' cannot be created: '.*a-file' is a file"):
+    expected = r"^save_folder: '.*a-file/checkpoints' cannot be created: '.*a-file' is a file"
+    with pytest.raises(ConfigError, match=expected):
         _load(corpus_dir, f'save_folder={blocker}/checkpoints')
 
 

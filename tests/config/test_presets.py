@@ -11,7 +11,7 @@ import yaml
 from composer_plugins.config.foundry import to_foundry_config
 from composer_plugins.config.load import load_run_config
 from composer_plugins.config.schema import FsdpConfig
-from composer_plugins.planning.source_shape import HUB_ALIASES, KNOWN_SHAPES
+from composer_plugins.models.source_shape import HUB_ALIASES, KNOWN_SHAPES
 from composer_plugins.pruning.shapes import (
     ModelShape,
     count_non_embedding_params,
@@ -37,7 +37,8 @@ SMOLLM2_135M = ModelShape(num_layers=30, hidden_size=576, num_attention_heads=9,
 def stub_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``[<domain>/]{train,eval}/index.json``: all that config validation looks at."""
     root = tmp_path_factory.mktemp('stub-mds')
-    domains = ('', 'alpha', 'beta', 'small', 'code', 'docs', 'licenses', 'cc', 'github', 'book', 'stackexchange', 'wiki', 'arxiv', 'c4-rp')
+    domains = ('', 'alpha', 'beta', 'small', 'code', 'docs', 'licenses',
+               'cc', 'github', 'book', 'stackexchange', 'wiki', 'arxiv', 'c4-rp')
     for domain in domains:
         for split in ('train', 'eval'):
             (root / domain / split).mkdir(parents=True)
@@ -91,7 +92,7 @@ def test_yaml_loads_and_validates(path, stub_data_dir):
     assert cfg.train_loader.dataset.local == str(stub_data_dir)
     if cfg.model.pruning is not None:
         assert {'mask_learning', 'lagrangian', 'pruning_monitor'} <= set(cfg.callbacks)
-        assert cfg.callbacks['mask_learning']['init'] == 'importance'  # the default start
+        assert cfg.callbacks['mask_learning'].init == 'importance'  # the default start
 
 
 @pytest.mark.parametrize(('name', 'default_model'), [
@@ -121,13 +122,13 @@ def test_llama2_preset_target_size(name, millions, stub_data_dir):
     validate_target(LLAMA2_7B, target)
     assert round(count_params(target) / 1e6, 1) == millions
     assert target.num_key_value_heads == target.num_attention_heads  # MHA stays MHA
-    assert cfg.callbacks['lagrangian']['target_warmup'] == '640ba'
+    assert cfg.callbacks['lagrangian'].target_warmup == '640ba'
     assert cfg.max_duration == '3200ba'
     assert cfg.global_train_batch_size == 32
     assert cfg.max_seq_len == 4096
     assert cfg.optimizer.lr == pytest.approx(1e-4)
-    assert cfg.callbacks['mask_learning']['lr'] == pytest.approx(1.0)
-    assert cfg.callbacks['lagrangian']['lr'] == pytest.approx(1.0)
+    assert cfg.callbacks['mask_learning'].lr == pytest.approx(1.0)
+    assert cfg.callbacks['lagrangian'].lr == pytest.approx(1.0)
     assert cfg.precision == 'amp_bf16'
     assert cfg.autoresume and cfg.run_name
 
@@ -157,7 +158,7 @@ def test_prune_yaml_halves_smollm2(stub_data_dir):
     text = path.read_text()
     for number in (source_n, target_n, count_params(SMOLLM2_135M), count_params(target)):
         assert f'{number:,}' in text  # the header comment states the computed sizes
-    assert cfg.callbacks['mask_learning']['settle'] == '6ba'
+    assert cfg.callbacks['mask_learning'].settle == '6ba'
 
 
 @pytest.mark.parametrize(('name', 'source'), [
@@ -180,8 +181,63 @@ def test_llama2_presets_use_dynamic_loading_over_the_paper_domains(name, stub_da
     assert domains == ['cc', 'github', 'book', 'stackexchange', 'wiki', 'arxiv', 'c4-rp']
     assert sum(cfg.train_loader.dataset.weights) == pytest.approx(1.0)
     assert [loader.label for loader in cfg.eval_loaders] == domains
-    assert sorted(cfg.callbacks['dynamic_loading']['ref_losses']) == sorted(domains)
+    assert sorted(cfg.callbacks['dynamic_loading'].ref_losses) == sorted(domains)
     assert cfg.eval_interval == f'{cfg.train_loader.dataset.interval_batches}ba'
+
+
+# The evaluator block each per-domain YAML repeated once per domain before `eval_loaders: {per_domain: ...}`.
+EXPLICIT_EVALUATOR = '''\
+  - label: {domain}
+    name: text
+    dataset:
+      local: ${{variables.data_dir}}/{domain}
+      split: eval
+      shuffle: false
+      max_seq_len: ${{variables.max_seq_len}}
+    drop_last: false
+    num_workers: {num_workers}
+'''
+PER_DOMAIN_YAMLS = ['presets/llama2_7b_to_1.3b.yaml', 'presets/llama2_7b_to_2.7b.yaml', 'prune.yaml',
+                    'continue_pretrain.yaml', 'mixture_tiny.yaml', 'continue_tiny.yaml']
+
+
+def _with_explicit_evaluators(path: Path, folder: Path) -> Path:
+    """A copy of ``path`` whose ``eval_loaders: {per_domain: ...}`` block is written out as the explicit list."""
+    text = path.read_text()
+    short = re.search(r'^eval_loaders:\n(?:  .*\n)+', text, re.MULTILINE).group(0)
+    spec = yaml.safe_load(short)['eval_loaders']
+    assert list(spec) == ['per_domain'] and spec['per_domain']['split'] == 'eval'
+    domains = yaml.safe_load(text)['train_loader']['dataset']['domains']
+    explicit = 'eval_loaders:\n' + ''.join(
+        EXPLICIT_EVALUATOR.format(domain=d, num_workers=spec['per_domain']['num_workers']) for d in domains)
+    copy = folder / path.name
+    copy.write_text(text.replace(short, explicit))
+    return copy
+
+
+@pytest.mark.parametrize('name', PER_DOMAIN_YAMLS)
+def test_per_domain_evaluators_are_the_explicit_list_they_replaced(name, stub_data_dir, tmp_path):
+    short_form = _load(YAML_DIR / name, stub_data_dir)
+    explicit = _load(_with_explicit_evaluators(YAML_DIR / name, tmp_path), stub_data_dir)
+    assert [loader.label for loader in short_form.eval_loaders] == short_form.train_loader.dataset.domains
+    assert short_form.eval_loaders == explicit.eval_loaders
+    assert short_form.data_folders() == explicit.data_folders()
+    built, expected = to_foundry_config(short_form), to_foundry_config(explicit)
+    assert built['eval_loaders'] == expected['eval_loaders']
+    assert built == expected
+
+
+def test_llama2_preset_per_domain_evaluators_in_full(stub_data_dir):
+    """What llm-foundry receives for the 1.3B preset: its seven evaluators, spelled out."""
+    cfg = _load(PRESET_DIR / 'llama2_7b_to_1.3b.yaml', stub_data_dir)
+    domains = ['cc', 'github', 'book', 'stackexchange', 'wiki', 'arxiv', 'c4-rp']
+    assert to_foundry_config(cfg)['eval_loaders'] == [{
+        'label': domain, 'name': 'text',
+        'dataset': {'local': f'{stub_data_dir}/{domain}', 'max_seq_len': 4096, 'split': 'eval', 'shuffle': False,
+                    'shuffle_seed': 9176},
+        'drop_last': False, 'num_workers': 2, 'pin_memory': False, 'prefetch_factor': None,
+        'persistent_workers': False, 'timeout': 0,
+    } for domain in domains]
 
 
 # What every preset's fsdp_config must say (see the comments in the presets).

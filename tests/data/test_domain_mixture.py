@@ -103,7 +103,8 @@ def test_sigkill_resume_replays_the_same_samples_per_rank(mixture_dir, tmp_path)
 
     def args(name: str) -> list[str]:
         return [*common, f'run_name={name}', f'variables.run_dir={tmp_path / name}',
-                f'save_folder={tmp_path / name / "ckpt"}', f'callbacks.sample_log.out_dir={tmp_path / name / "samples"}']
+                f'save_folder={tmp_path / name / "ckpt"}',
+                f'callbacks.sample_log.out_dir={tmp_path / name / "samples"}']
 
     run_train(*args('straight'), nproc=2, yaml=MIXTURE_YAML)
 

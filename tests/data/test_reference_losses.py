@@ -106,8 +106,8 @@ ROWS, SEQ_LEN, VOCAB = 8, 32, 320
 @pytest.fixture(scope='module')
 def measure_setup(tmp_path_factory) -> tuple[Path, Path]:
     """DATA with domains ``noise`` (random ids < 256) and ``pattern`` (a repeated pattern); a tiny model."""
-    from composer_plugins.data.mds import write_token_rows
     from composer_plugins.models.loading import load_causal_lm
+    from data_prep.mds import write_token_rows
 
     root = tmp_path_factory.mktemp('ref_loss')
     rng = np.random.default_rng(0)

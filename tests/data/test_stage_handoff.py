@@ -18,9 +18,9 @@ CONTINUE_YAML = REPO_ROOT / 'yamls' / 'continue_tiny.yaml'
 def test_continue_stage_reads_the_previous_runs_final_weights(mixture_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from composer_plugins.models.byte_tokenizer import ByteLevelTokenizer
     from composer_plugins.models.tiny import tiny_config
     from composer_plugins.train_entry import run
+    from data_prep.byte_tokenizer import ByteLevelTokenizer
 
     first = tmp_path / 'first'
     run(load_run_config(str(MIXTURE_YAML), [

@@ -13,7 +13,8 @@ import zstandard
 from composer_plugins.errors import ShearError
 from conftest import TINY_YAML
 from data_prep import sources
-from data_prep.prep import MANIFEST_NAME, PrepConfig, prepare, read_manifest
+from data_prep.manifest import MANIFEST_NAME, read_manifest
+from data_prep.prep import PrepConfig, prepare
 
 SEQ_LEN = 128  # yamls/tiny.yaml's max_seq_len
 EOS = 256  # byte-level tokenizer
@@ -148,7 +149,7 @@ def test_rows_match_the_packed_document_stream(prepared, inputs, folder, domain)
 
 
 def test_manifest_and_first_row(prepared, inputs):
-    from composer_plugins.models.tokenizers import load_tokenizer
+    from data_prep.tokenizers import load_tokenizer
 
     _, expected_docs = inputs
     manifest = read_manifest(prepared / 'mix')
@@ -294,7 +295,8 @@ def _other_tokenizer(folder: Path) -> Path:
 
     bpe = Tokenizer(models.BPE(unk_token='<unk>'))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel()
-    bpe.train_from_iterator(['def main(): return 1'] * 50, trainers.BpeTrainer(vocab_size=300, special_tokens=['<unk>']))
+    bpe.train_from_iterator(['def main(): return 1'] * 50,
+                            trainers.BpeTrainer(vocab_size=300, special_tokens=['<unk>']))
     PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token='<unk>').save_pretrained(folder)
     return folder
 
@@ -310,8 +312,8 @@ def test_training_refuses_data_of_another_tokenizer(prepared, tmp_path):
     data = prepared / 'mix' / 'code'
     overrides = [f'variables.data_dir={data}', f'variables.run_dir={tmp_path / "run"}', 'loggers=null']
     with pytest.raises(ConfigError, match=r"^train_loader\.dataset\.local: '.*code' was prepared with tokenizer "
-                                          r"'byte-level' \(258 tokens, .*manifest.json\), but model.source 'tiny-llama' "
-                                          r'has vocab_size 200'):
+                                          r"'byte-level' \(258 tokens, .*manifest.json\), "
+                                          r"but model.source 'tiny-llama' has vocab_size 200"):
         load_run_config(str(TINY_YAML), [*overrides, 'model.config_overrides={vocab_size: 200}'])
 
     other = _other_tokenizer(tmp_path / 'bpe')

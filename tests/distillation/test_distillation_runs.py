@@ -94,7 +94,8 @@ def test_teacher_with_another_vocabulary_is_an_error_naming_both_models(corpus_d
 
     other = tmp_path / 'wide-vocab-teacher'
     load_causal_lm('tiny-llama', pretrained=False, config_overrides={'vocab_size': 512}).save_pretrained(other)
-    cfg = _load(f'variables.data_dir={corpus_dir}', f'variables.run_dir={tmp_path}', f'distillation={{teacher: {other}}}')
+    cfg = _load(f'variables.data_dir={corpus_dir}', f'variables.run_dir={tmp_path}',
+                f'distillation={{teacher: {other}}}')
     with pytest.raises(ConfigError) as err:
         run(cfg)
     text = str(err.value)

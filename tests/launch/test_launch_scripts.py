@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO_ROOT, subprocess_env
+from conftest import REPO_ROOT, free_port, subprocess_env
 
 LAUNCH = REPO_ROOT / 'launch'
 SCRIPTS = ['single_node.sh', 'multi_node_composer.sh', 'multi_node_torchrun.sh', 'slurm.sbatch', 'pytorchjob.sh']
@@ -339,18 +338,12 @@ def test_pytorchjob_pipes_the_manifest_to_kubectl(fake_bin, tmp_path):
 # --- a real job ------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
 def test_torchrun_script_trains_two_processes(corpus_dir, tmp_path):
     """1 node x 2 processes (gloo on CPU) for 2 batches: exits 0 and checkpoints."""
     import torch
 
     settings = {'NNODES': '1', 'NODE_RANK': '0', 'NPROC': '2', 'MASTER_ADDR': '127.0.0.1',
-                'MASTER_PORT': str(_free_port()), 'WANDB_MODE': 'offline'}
+                'MASTER_PORT': str(free_port()), 'WANDB_MODE': 'offline'}
     proc = _run('multi_node_torchrun.sh', str(REPO_ROOT / 'yamls' / 'tiny.yaml'), f'variables.data_dir={corpus_dir}',
                 f'variables.run_dir={tmp_path}', f'save_folder={tmp_path / "checkpoints"}', 'max_duration=2ba',
                 'eval_interval=2ba', 'save_interval=2ba', 'eval_subset_num_batches=1', **settings)

@@ -31,7 +31,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -40,7 +39,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import PRUNE_TINY_YAML, REPO_ROOT, subprocess_env
+from conftest import PRUNE_TINY_YAML, REPO_ROOT, free_port, subprocess_env
 
 pytestmark = pytest.mark.slow  # about 5 minutes on 2 CPU cores
 
@@ -58,12 +57,6 @@ def _namespaces_allowed() -> bool:
         return False
     probe = subprocess.run([*PRIVATE_SHM, 'true'], capture_output=True, timeout=30)
     return probe.returncode == 0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 def _overrides(corpus_dir: Path, run_dir: Path, phase: str, max_duration: str, *extra: str) -> list[str]:
@@ -105,7 +98,7 @@ def _run_processes(commands: list[tuple[list[str], Path, dict[str, str]]], logs:
 
 def _run_two_nodes(root: Path, phase: str, overrides: list[str]) -> None:
     """``composer --world_size 2 --node_rank N ... -n 1 train.py`` for N = 0, 1, concurrently."""
-    port = _free_port()
+    port = free_port()
     commands, logs = [], []
     for node in (0, 1):
         node_dir = root / f'node{node}'  # its own working directory and TMPDIR
@@ -149,7 +142,10 @@ def _assert_pruning_state_came_back(checkpoint: Path, metrics: list[dict], batch
     pruner.train()
     with torch.no_grad():
         out = pruner(batch)
-    assert abs(float(out.lagrangian)) > 1e-4  # the multipliers have moved away from 0
+    # the multipliers have moved away from their initial 0 (the Lagrangian itself can be ~0: with importance
+    # init and no target warm-up the expected sparsity sits on its target)
+    multipliers = [*pruner.lagrangian.lambda_1.values(), *pruner.lagrangian.lambda_2.values()]
+    assert max(float(m.abs().max()) for m in multipliers) > 1e-4
     lagrangian = [r['loss/train/lagrangian'] for r in metrics if r['batch'] == batch and 'loss/train/lagrangian' in r]
     sparsity = [r for r in metrics if r['batch'] == batch + 1 and 'l0/expected_params' in r]
     assert len(lagrangian) == 1 and len(sparsity) == 1
@@ -217,8 +213,9 @@ def test_resume_on_four_processes_reshards_the_checkpoint(two_node_run):
     assert state['metadata']['world_size'] == 4
     assert _pruner_optimizer_steps(state) == {12}
 
-    from composer_plugins.cli.main import main as shear_main
     from transformers import AutoConfig
+
+    from composer_plugins.cli.main import main as shear_main
     assert shear_main(['export', str(final), '--out', str(root / 'exported')]) == 0
     config = AutoConfig.from_pretrained(root / 'exported')
     assert (config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads,

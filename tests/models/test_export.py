@@ -12,7 +12,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from composer_plugins.cli import main as cli_main
 from composer_plugins.errors import ShearError
-from composer_plugins.models.byte_tokenizer import ByteLevelTokenizer
 from composer_plugins.models.causal_lm import ShearCausalLM
 from composer_plugins.models.dead_units import check_no_dead_units, dead_unit_problems
 from composer_plugins.models.export import export_pruned_model, pruning_record, save_exported
@@ -20,6 +19,7 @@ from composer_plugins.models.tiny import TINY_MODEL_NAMES
 from composer_plugins.pruning.hard_concrete import KEPT_VALUE_FLOOR
 from composer_plugins.pruning.masks import BINARY_DETERMINISTIC
 from composer_plugins.pruning.shapes import ModelShape
+from data_prep.byte_tokenizer import ByteLevelTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def max_diff(exported: Any, expected: torch.Tensor, batch: dict[str, torch.Tenso
 
 
 @pytest.mark.parametrize('seed', SEEDS)
-@pytest.mark.parametrize('name', ['tiny-llama', 'tiny-llama-gqa', 'tiny-mistral', 'tiny-qwen2'])
+@pytest.mark.parametrize('name', TINY_MODEL_NAMES)
 def test_exported_model_equals_masked_model(name: str, seed: int, tmp_path: Path) -> None:
     model = masked_model(name, seed, target_for(name, seed))
     batch = random_batch(seed)
@@ -449,7 +449,7 @@ def test_training_forward_keeps_no_kv_cache():
     from transformers.cache_utils import Cache
 
     from composer_plugins.models.causal_lm import ShearCausalLM
-    from composer_plugins.models.tokenizers import load_tokenizer
+    from data_prep.tokenizers import load_tokenizer
 
     model = ShearCausalLM(source='tiny-llama', tokenizer=load_tokenizer('byte-level'), pretrained=False)
     model.train()

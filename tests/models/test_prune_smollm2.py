@@ -14,7 +14,7 @@ PRUNE_YAML = REPO_ROOT / 'yamls' / 'prune.yaml'
 
 @pytest.mark.slow
 def test_embedded_pipeline_exports_the_preset_shape_and_reports(tmp_path):
-    from composer_plugins.demo_pipeline import DemoConfig, run_demo
+    from composer_plugins.tools.demo.pipeline import DemoConfig, run_demo
 
     report = run_demo(DemoConfig(out=tmp_path, prune_batches=3, continue_batches=3))
 

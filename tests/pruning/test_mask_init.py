@@ -8,7 +8,8 @@ from composer_plugins.pruning.mask_init import expected_gate_sparsity, log_alpha
 
 @pytest.mark.parametrize('target', [0.0625, 0.25, 0.5, 0.8])
 def test_shift_reaches_the_target_and_keeps_the_order(target):
-    log_alpha = torch.randn(6, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)  # no unit reaches the clamp
+    # no unit reaches the clamp
+    log_alpha = torch.randn(6, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     shifted = shift_to_sparsity(log_alpha, target)
     assert float(expected_gate_sparsity(shifted)) == pytest.approx(target, abs=1e-9)
     assert torch.equal(torch.argsort(shifted, dim=-1, stable=True), torch.argsort(log_alpha, dim=-1, stable=True))

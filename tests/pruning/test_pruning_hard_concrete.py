@@ -6,11 +6,11 @@ import torch
 
 from composer_plugins.pruning.hard_concrete import (
     BETA,
+    KEPT_VALUE_FLOOR,
     LIMIT_L,
     LIMIT_R,
     LOG_ALPHA_MAX,
     LOG_ALPHA_MIN,
-    KEPT_VALUE_FLOOR,
     HardConcreteGate,
     log_alpha_for_drop_prob,
 )

@@ -60,7 +60,8 @@ def test_spec_errors(mask_types, target, match):
 
 def test_spec_error_missing_head_on_gqa():
     with pytest.raises(ValueError, match="q_per_kv.*'head'"):
-        build_mask_specs(GQA, GQA_TARGET.replace(num_attention_heads=2), ['layer', 'kv_group', 'intermediate', 'hidden'])
+        build_mask_specs(GQA, GQA_TARGET.replace(num_attention_heads=2),
+                         ['layer', 'kv_group', 'intermediate', 'hidden'])
 
 
 def test_spec_error_bad_target():

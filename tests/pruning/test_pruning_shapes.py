@@ -1,12 +1,16 @@
 """Tests of model shapes, parameter counts and target validation."""
 from types import SimpleNamespace
+from typing import get_args
 
 import pytest
 
+from composer_plugins.pruning.config import MaskType
 from composer_plugins.pruning.shapes import (
+    MASK_TYPES,
     ModelShape,
     count_non_embedding_params,
     count_params,
+    mask_shapes,
     validate_target,
 )
 
@@ -49,6 +53,19 @@ def test_tiny_count_by_hand():
 def test_q_per_kv():
     assert _tiny().q_per_kv == 2
     assert LLAMA2_7B.q_per_kv == 1
+
+
+def test_mask_shapes_of_every_mask_type():
+    gqa = LLAMA2_7B.replace(num_key_value_heads=8)
+    assert mask_shapes(gqa) == {
+        'layer': (32,), 'head_layer': (32,), 'mlp': (32,), 'kv_group': (32, 8), 'head': (32, 8, 4),
+        'intermediate': (32, 11008), 'hidden': (4096,),
+    }
+    assert tuple(mask_shapes(gqa)) == MASK_TYPES
+
+
+def test_config_mask_type_names_every_mask_type():
+    assert get_args(MaskType) == MASK_TYPES
 
 
 @pytest.mark.parametrize('field, value', [

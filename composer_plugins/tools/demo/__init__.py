@@ -1,0 +1,2 @@
+"""The embedded default run (``shear demo``): its stages, its pipeline, and the corpora it builds from the installation.
+"""

@@ -1,0 +1,164 @@
+"""One function per report figure; each writes a PNG and returns its path, or None without data.
+
+Matplotlib runs on the ``Agg`` backend (no display needed). With several runs, curves are
+overlaid: colour tells the domain / mask type, the marker tells the run, and every legend
+entry starts with the run folder name.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+from composer_plugins.tools.report.metrics import KEEP_COLUMNS, RunData, layer_keep
+
+log = logging.getLogger(__name__)
+
+_MARKERS = ('', 'o', 's', '^', 'v', 'D', 'x', '+')
+DPI = 100
+
+
+def _pyplot() -> Any:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _label(run: RunData, what: str, runs: Sequence[RunData]) -> str:
+    return what if len(runs) == 1 else f'{run.name}: {what}'
+
+
+def _marker(index: int, points: int) -> dict[str, Any]:
+    marker = _MARKERS[index % len(_MARKERS)]
+    return {'marker': marker, 'markevery': max(1, points // 8), 'markersize': 4} if marker else {}
+
+
+class _Colors:
+    """A stable colour per name (domain or mask type) across all runs of a figure."""
+
+    def __init__(self) -> None:
+        self._names: dict[str, int] = {}
+
+    def __call__(self, name: str) -> str:
+        index = self._names.setdefault(name, len(self._names))
+        return f'C{index % 10}'
+
+
+def _save(fig: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    _pyplot().close(fig)
+    log.info('Wrote %s', path)
+    return path
+
+
+def plot_domain_weights(runs: Sequence[RunData], path: Path) -> Optional[Path]:
+    """Domain weights (``data/weight/<domain>``) over batches, one line per run and domain."""
+    drawn = [(i, run, run.suffixes('data/weight/')) for i, run in enumerate(runs)]
+    if not any(domains for _, _, domains in drawn):
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    color = _Colors()
+    for index, run, domains in drawn:
+        for domain in domains:
+            steps, values = run.series(f'data/weight/{domain}')
+            ax.plot(steps, values, color=color(domain), label=_label(run, domain, runs),
+                    **_marker(index, len(steps)))
+    ax.set(xlabel='batch', ylabel='domain weight', title='Domain weights', ylim=(0, None))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize='small')
+    return _save(fig, path)
+
+
+def plot_sparsity(runs: Sequence[RunData], path: Path) -> Optional[Path]:
+    """Expected (solid) vs target (dashed) sparsity per mask type over batches."""
+    drawn = [(i, run, run.suffixes('l0/expected_sparsity/')) for i, run in enumerate(runs)]
+    if not any(masks for _, _, masks in drawn):
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    color = _Colors()
+    for index, run, masks in drawn:
+        for mask in masks:
+            steps, values = run.series(f'l0/expected_sparsity/{mask}')
+            ax.plot(steps, values, '-', color=color(mask), label=_label(run, f'{mask} expected', runs),
+                    **_marker(index, len(steps)))
+            steps, values = run.series(f'l0/target_sparsity/{mask}')
+            if steps:
+                ax.plot(steps, values, '--', color=color(mask), alpha=0.8,
+                        label=_label(run, f'{mask} target', runs), **_marker(index, len(steps)))
+    ax.set(xlabel='batch', ylabel='sparsity', title='Expected (solid) vs target (dashed) sparsity')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize='x-small', ncol=2)
+    return _save(fig, path)
+
+
+def plot_mask_heatmap(run: RunData, path: Path) -> Optional[Path]:
+    """Kept fraction of query heads, KV groups and FFN channels per layer, from the last snapshot.
+
+    Pruned layers are hatched and labelled ``pruned``; absent mask types are grey.
+    """
+    if run.masks is None:
+        return None
+    import numpy as np
+
+    keep = layer_keep(run.masks)
+    data = np.array([[np.nan if v is None else v for v in row] for row in keep.fractions], dtype=float)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 1.2 + 0.45 * keep.num_layers))
+    cmap = plt.get_cmap('viridis').with_extremes(bad='lightgrey')
+    image = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=0.0, vmax=1.0, aspect='auto')
+    for layer in range(keep.num_layers):
+        pruned = layer not in keep.kept_layers
+        for col in range(len(KEEP_COLUMNS)):
+            value = data[layer, col]
+            text = 'n/a' if np.isnan(value) else f'{value:.2f}'
+            ax.text(col, layer, text, ha='center', va='center', fontsize=8,
+                    color='white' if not np.isnan(value) and value < 0.6 else 'black')
+        if pruned:
+            ax.add_patch(plt.Rectangle((-0.5, layer - 0.5), len(KEEP_COLUMNS), 1, fill=False,
+                                       hatch='xx', edgecolor='red', linewidth=1.5))
+    ax.set_xticks(range(len(KEEP_COLUMNS)), KEEP_COLUMNS)
+    ax.set_yticks(range(keep.num_layers),
+                  [f'layer {i}' + ('' if i in keep.kept_layers else ' (pruned)') for i in range(keep.num_layers)])
+    hidden = '' if keep.hidden is None else f', hidden {keep.hidden[0]}/{keep.hidden[1]}'
+    ax.set_title(f'{run.name}: kept fraction, masks step {run.mask_step}{hidden}', fontsize=9)
+    fig.colorbar(image, ax=ax, label='kept fraction')
+    return _save(fig, path)
+
+
+def plot_losses(
+    runs: Sequence[RunData], path: Path, ref_losses: Optional[Mapping[str, float]] = None,
+) -> Optional[Path]:
+    """Training loss (left) and per-domain eval loss (right), reference losses as dashed lines."""
+    train = [(i, run, run.series('loss/train/total')) for i, run in enumerate(runs)]
+    evals = [(i, run, run.eval_losses()) for i, run in enumerate(runs)]
+    if not any(s[0] for _, _, s in train) and not any(e for _, _, e in evals):
+        return None
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for index, run, (steps, values) in train:
+        if steps:
+            left.plot(steps, values, color=f'C{index % 10}', label=_label(run, 'total', runs), linewidth=1)
+        lm_steps, lm_values = run.series('loss/train/lm')
+        if lm_steps and lm_values != values:
+            left.plot(lm_steps, lm_values, ':', color=f'C{index % 10}', label=_label(run, 'lm', runs), linewidth=1)
+    left.set(xlabel='batch', ylabel='loss (nats/token)', title='Training loss')
+    left.grid(alpha=0.3)
+    if left.lines:
+        left.legend(fontsize='small')
+    color = _Colors()
+    for index, run, domains in evals:
+        for domain, (steps, values) in domains.items():
+            right.plot(steps, values, color=color(domain), label=_label(run, domain, runs),
+                       **(_marker(index, len(steps)) or {'marker': '.'}))
+    for domain, loss in (ref_losses or {}).items():
+        right.axhline(loss, linestyle='--', color=color(domain), linewidth=1, label=f'{domain} reference')
+    right.set(xlabel='batch', ylabel='loss (nats/token)', title='Eval loss per domain')
+    right.grid(alpha=0.3)
+    if right.lines:
+        right.legend(fontsize='small')
+    return _save(fig, path)

@@ -1,0 +1,49 @@
+"""A run with ``fsdp_config`` is FSDP2 whatever the environment says, or fails at once naming ``FSDP_VERSION``."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from composer_plugins.config.fsdp_version import require_fsdp2, use_fsdp2
+from composer_plugins.errors import ConfigError
+from conftest import REPO_ROOT, TINY_YAML, subprocess_env
+
+
+def test_unset_version_becomes_fsdp2_and_fsdp1_is_refused():
+    env: dict[str, str] = {}
+    require_fsdp2(env)
+    assert env == {'FSDP_VERSION': '2'}
+    require_fsdp2(env)  # already 2: left alone
+    with pytest.raises(ConfigError, match=r"FSDP_VERSION='1'"):
+        require_fsdp2({'FSDP_VERSION': '1'})
+
+
+def test_config_transform_only_touches_this_packages_model_with_fsdp(monkeypatch):
+    from llmfoundry.registry import config_transforms
+    from llmfoundry.utils.config_utils import apply_transforms_to_config
+
+    # an entry point, so llm-foundry's train applies it with every registered transform
+    assert config_transforms.get_all()['shear_fsdp2'] is use_fsdp2
+    monkeypatch.setenv('FSDP_VERSION', '1')
+    other = {'model': {'name': 'mpt_causal_lm'}, 'fsdp_config': {}}
+    assert apply_transforms_to_config(dict(other), ['shear_fsdp2']) == other  # someone else's run: untouched
+    with pytest.raises(ConfigError, match='FSDP_VERSION'):
+        apply_transforms_to_config({'model': {'name': 'shear_causal_lm'}, 'fsdp_config': {}}, ['shear_fsdp2'])
+    monkeypatch.delenv('FSDP_VERSION')
+    use_fsdp2({'model': {'name': 'shear_causal_lm'}, 'fsdp_config': {}})
+    assert os.environ['FSDP_VERSION'] == '2'
+
+
+def test_fsdp1_environment_fails_before_training(corpus_dir, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / 'train.py'), str(TINY_YAML), f'variables.data_dir={corpus_dir}',
+         f'variables.run_dir={tmp_path}', 'fsdp_config={state_dict_type: sharded}'],
+        cwd=REPO_ROOT, env=subprocess_env(FSDP_VERSION='1', WORLD_SIZE='2'), capture_output=True, text=True,
+        timeout=120)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if ' ERROR ' in line]
+    assert len(errors) == 1 and "FSDP_VERSION='1'" in errors[0], proc.stderr[-3000:]
+    assert not (tmp_path / 'checkpoints').exists()
