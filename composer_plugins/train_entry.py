@@ -56,6 +56,7 @@ def run(run_cfg: RunConfig) -> 'Trainer':
     run_cfg = _for_one_process(run_cfg)
     if run_cfg.fsdp_config is not None:
         require_fsdp2()
+    _set_aside_unfinished_checkpoints(run_cfg)
     _share_cpu_threads()
 
     from omegaconf import OmegaConf
@@ -104,6 +105,17 @@ def _for_one_process(run_cfg: RunConfig) -> RunConfig:
         return run_cfg
     log.info('One process resumes the sharded checkpoint %s from %s', resume.sharded, resume.load_path)
     return dataclasses.replace(run_cfg, load_path=str(resume.load_path))
+
+
+def _set_aside_unfinished_checkpoints(run_cfg: RunConfig) -> None:
+    """With ``autoresume``, global rank 0 renames checkpoints a kill left newer than ``latest``
+    (:mod:`~composer_plugins.models.unfinished_checkpoints`)."""
+    if not (run_cfg.autoresume and run_cfg.save_folder) or os.environ.get('RANK', '0') != '0':
+        return
+    from composer_plugins.models.unfinished_checkpoints import set_aside_unfinished_checkpoints
+
+    sharded = run_cfg.fsdp_config is not None and run_cfg.fsdp_config.state_dict_type == 'sharded'
+    set_aside_unfinished_checkpoints(run_cfg.save_folder, sharded)
 
 
 def _check_data_tokenizer(run_cfg: RunConfig) -> None:
