@@ -18,6 +18,8 @@ INSTALL_REQUIRES = [
     'transformers>=4.51.3,<4.52',
     'omegaconf>=2.3,<2.5',
     'wandb<0.19',
+    # `shear wandb-dashboard` (W&B's own workspace builder); 0.4.8+ need wandb>=0.28.2, 0.4.5 works with 0.18.x
+    'wandb-workspaces==0.4.5',
     'setuptools<81',  # llm-foundry imports pkg_resources
     'gguf>=0.10',
     'matplotlib>=3.7',
@@ -40,6 +42,6 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     # The run YAMLs travel as package data: composer_plugins/yamls links to the top-level yamls/.
-    package_data={'composer_plugins': ['yamls/*.yaml', 'yamls/presets/*.yaml']},
+    package_data={'composer_plugins': ['yamls/*.yaml', 'yamls/presets/*.yaml', 'yamls/presets/*.csv']},
     entry_points={'console_scripts': ['shear=composer_plugins.cli.main:main'], **ENTRY_POINTS},
 )

@@ -25,6 +25,7 @@ ENTRY_POINTS: dict[str, dict[str, str]] = {
         'dynamic_loading': 'composer_plugins.callbacks.dynamic_loading:DynamicLoading',
         'sample_log': 'composer_plugins.callbacks.sample_log:SampleLog',
         'finite_guard': 'composer_plugins.callbacks.finite_guard:FiniteGuard',
+        'wandb_visuals': 'composer_plugins.callbacks.wandb_visuals:WandbVisuals',
     },
     'algorithms': {'distillation': 'composer_plugins.algorithms.distillation:Distillation'},
     'loggers': {'jsonl': 'composer_plugins.loggers.jsonl_metrics:JsonlMetricsLogger'},

@@ -10,22 +10,33 @@ Metric keys:
 * ``eval/<domain>/loss``: the domain's eval cross entropy;
 * ``data/weight/<domain>``: the weight of the next interval;
 * ``data/weight_entropy``: the entropy of those weights in nats (``ln k`` is uniform, 0 one domain);
-* ``data/samples/<domain>``: samples drawn from the domain so far (every batch).
+* ``data/samples/<domain>``: samples drawn from the domain so far (every batch);
+* ``data/ref_loss/<domain>``: with ``ref_losses: {scaling_law: CSV}``, the reference fitted at fit
+  start, ``E + A / (N / 1e9)^alpha`` at the target size (also a hyperparameter, with each domain's
+  ``data/ref_loss_fit/<domain>/{E,A,alpha,rmse}`` and ``data/ref_loss_target_params``).
 """
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
 
-from composer_plugins.config.callback_args import DynamicLoadingConfig
+from composer_plugins.config.callback_args import DynamicLoadingConfig, ScalingLawRefs
 from composer_plugins.config.typed import from_dict
 from composer_plugins.data.domain_weights import per_domain_values, write_domain_weights
 from composer_plugins.data.mixture_loader import DomainMixtureDataset
+from composer_plugins.data.scaling_law_refs import (
+    FittedReferences,
+    fit_references,
+    log_fit,
+    model_target_params,
+    record_path,
+    write_record,
+)
 from composer_plugins.data.weight_rules import RULES, weight_entropy
 from composer_plugins.errors import ShearError
 
@@ -42,12 +53,19 @@ class DynamicLoading(Callback):
         **kwargs: the fields of :class:`~composer_plugins.config.callback_args.DynamicLoadingConfig`
             (``rule``, ``ref_losses``, ``clamp_gap``, ``smoothing``, ``floor``, ``weights_file``),
             validated here (a bad key or value is one :class:`ConfigError` naming it); rule
-            ``bounded`` is :func:`~composer_plugins.data.weight_rules.bounded_update`.
+            ``bounded`` is :func:`~composer_plugins.data.weight_rules.bounded_update`. With
+            ``ref_losses: {scaling_law: CSV}`` the references are fitted at fit start
+            (:func:`~composer_plugins.data.scaling_law_refs.fit_references`), logged, and written by
+            rank 0 to ``record_file`` (default ``ref_losses.json`` next to ``weights_file``).
+
+    Attributes:
+        fitted: the scaling-law fit of this run (None with numeric ``ref_losses``, or before fit start).
     """
 
     def __init__(self, **kwargs: Any) -> None:
         self.config: DynamicLoadingConfig = from_dict(DynamicLoadingConfig, kwargs, f'callbacks.{NAME}')
         self.history: list[dict[str, Any]] = []
+        self.fitted: Optional[FittedReferences] = None
 
     def _dataset(self, state: State) -> DomainMixtureDataset:
         dataset = getattr(state.train_dataloader, 'dataset', None)
@@ -59,10 +77,46 @@ class DynamicLoading(Callback):
         refs = self.config.ref_losses
         if refs is None:
             return np.zeros(len(domains))
+        if isinstance(refs, ScalingLawRefs):
+            if self.fitted is None:
+                raise ShearError(f'callbacks.{NAME}.ref_losses: the scaling law is fitted at fit start, not yet run')
+            refs = self.fitted.references
         return np.array(per_domain_values(refs, domains, f'callbacks.{NAME}.ref_losses'))  # positive for bounded
+
+    def fit_scaling_law(self, model: Any, logger: Logger, domains: list[str]) -> FittedReferences:
+        """Fit ``L(N) = E + A / N^alpha`` per domain of the CSV and predict at the target size (§2.2).
+
+        The target is ``ref_losses.target_params``, else the size of ``model``'s pruning target (or of
+        ``model`` itself without pruner), :func:`~composer_plugins.data.scaling_law_refs.model_target_params`.
+        Logs the fit and the references (python logging, ``logger``'s hyperparameters and metrics) and
+        writes the record on rank 0.
+
+        Raises:
+            ShearError: naming ``callbacks.dynamic_loading.ref_losses.scaling_law`` and the file.
+        """
+        source: ScalingLawRefs = self.config.ref_losses
+        key = f'callbacks.{NAME}.ref_losses'
+        target, target_from = source.target_param_count(), 'target_params'
+        if target is None:
+            target, target_from = model_target_params(model)
+        else:
+            log.info('%s.target_params: predicting at N = %.6g rather than at the run\'s own target size', key, target)
+        self.fitted = fit_references(source.csv_path(), domains, target, target_from, key)
+        log_fit(self.fitted)
+        logger.log_hyperparameters(self.fitted.hyperparameters())
+        logger.log_metrics(self.fitted.metrics())
+        out = record_path(source.record_file, self.config.weights_file)
+        if out is None:
+            log.info('%s: not recorded in a file (set %s.record_file or callbacks.%s.weights_file)', key, key, NAME)
+        elif dist.get_global_rank() == 0:
+            write_record(out, self.fitted)
+        return self.fitted
 
     def fit_start(self, state: State, logger: Logger) -> None:
         dataset = self._dataset(state)
+        if isinstance(self.config.ref_losses, ScalingLawRefs):
+            model = state.model.module if hasattr(state.model, 'module') else state.model  # unwrap DDP
+            self.fit_scaling_law(model, logger, list(dataset.domains))
         self._ref_losses(dataset.domains)  # fail early on a mismatch
         labels = {label.split('/')[-1] for label in state.eval_metrics} if state.eval_metrics else set()
         evaluator_labels = {ev.label.split('/')[-1] for ev in state.evaluators}

@@ -12,7 +12,8 @@ Metric keys logged every batch (``<mask>`` is each mask type of the run):
 
 Composer itself logs ``loss/train/lagrangian`` and ``loss/train/lm`` from the loss dict.
 After each evaluation, rank 0 writes the deterministic masks to
-``<masks_dir>/step<N>.pt`` and a readable ``<masks_dir>/step<N>.txt``.
+``<masks_dir>/step<N>.pt`` and a readable ``<masks_dir>/step<N>.txt``; with W&B on, the
+``wandb_visuals`` callback logs the same masks' per-layer heatmap as the image ``masks/heatmap``.
 """
 from __future__ import annotations
 

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     'composer_plugins.cli.report',
     'composer_plugins.cli.eval',
     'composer_plugins.cli.plan',
+    'composer_plugins.cli.wandb_dashboard',
 )
 
 log = logging.getLogger(__name__)

@@ -9,10 +9,13 @@ names the dataclass of every callback this package registers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Optional, Union
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence, Union
 
+from composer_plugins.config.typed import from_dict
 from composer_plugins.data.domain_weights import per_domain_values
-from composer_plugins.errors import ConfigError
+from composer_plugins.data.sizes_csv import MIN_SIZES, SizesTable, parse_param_count, read_sizes_table
+from composer_plugins.errors import ConfigError, ShearError
 
 DEFAULT_BOUNDED_FLOOR = 0.3
 """Default ``floor`` of rule ``bounded`` (:data:`composer_plugins.data.weight_rules.BOUNDED_FLOOR`, kept
@@ -22,6 +25,72 @@ WeightRule = Literal['doremi', 'bounded', 'constant']
 """The names of :data:`composer_plugins.data.weight_rules.RULES`."""
 
 
+SCALING_LAW_KEY = 'scaling_law'
+"""The key that makes ``ref_losses`` a :class:`ScalingLawRefs` rather than a per-domain mapping."""
+
+
+@dataclass
+class ScalingLawRefs:
+    """``ref_losses: {scaling_law: CSV, target_params: 1.3B}``: references predicted by a scaling law (§2.2).
+
+    Per domain ``i`` the callback fits ``L_i(N) = E_i + A_i / (N / 1e9)^alpha_i`` to the CSV's losses
+    of one model family at several sizes (the format of ``shear ref-loss fit``,
+    :mod:`composer_plugins.data.sizes_csv`) and takes ``ref_i = L_i(N_target)``, at fit start.
+
+    Attributes:
+        scaling_law: the sizes CSV (``params,<domain1>,...``; a path relative to the working directory,
+            like every path of a run YAML). It needs a column for every run domain (others are ignored)
+            and at least 3 distinct sizes; checked at config load.
+        target_params: ``N_target``, e.g. ``1.3B`` or ``1345423360``. Default: the total parameter count
+            (embeddings included, :func:`~composer_plugins.pruning.shapes.count_params`) of the
+            ``model.pruning.target`` shape, or of the model itself without pruning. The CSV's ``params``
+            must count the same way (the paper's LLaMA2 7B / 13B / 70B are total counts).
+        record_file: where rank 0 writes the fit and the references (JSON). Default:
+            ``ref_losses.json`` next to ``weights_file``; without either they are only logged.
+    """
+    scaling_law: str
+    target_params: Optional[Union[int, float, str]] = None
+    record_file: Optional[str] = None
+
+    def validate(self, path: str) -> None:
+        if self.target_params is not None:
+            try:
+                parse_param_count(str(self.target_params), f'{path}.target_params')
+            except ShearError as err:
+                raise ConfigError(str(err)) from None
+        table = self.read_table(path)
+        if table.distinct_sizes() < MIN_SIZES:
+            raise ConfigError(f'{path}.{SCALING_LAW_KEY}: {self.csv_path()}: {table.distinct_sizes()} distinct model '
+                              f'size(s); fitting E + A / N^alpha needs at least {MIN_SIZES}')
+
+    def csv_path(self) -> Path:
+        """The CSV, ``~`` expanded."""
+        return Path(self.scaling_law).expanduser()
+
+    def target_param_count(self) -> Optional[float]:
+        """``target_params`` as a number, or None (the run's own target size)."""
+        return None if self.target_params is None else parse_param_count(str(self.target_params))
+
+    def read_table(self, path: str) -> SizesTable:
+        """The parsed CSV; errors name ``path`` (the key) and the file."""
+        try:
+            return read_sizes_table(self.csv_path())
+        except ShearError as err:
+            raise ConfigError(f'{path}.{SCALING_LAW_KEY}: {err}') from None
+
+    def check_domains(self, domains: Sequence[str], path: str) -> None:
+        """Every run domain has a column in the CSV.
+
+        Raises:
+            ConfigError: naming ``path``, the file and the missing domains.
+        """
+        columns = self.read_table(path).domains
+        missing = [d for d in domains if d not in columns]
+        if missing:
+            raise ConfigError(f'{path}.{SCALING_LAW_KEY}: {self.csv_path()}: no column for the run\'s domain(s) '
+                              f'{missing}; its domain columns are {columns}')
+
+
 @dataclass
 class DynamicLoadingConfig:
     """``callbacks.dynamic_loading``: how each interval's eval losses re-weight the domains (paper Algorithm 1).
@@ -29,8 +98,10 @@ class DynamicLoadingConfig:
     Attributes:
         rule: ``doremi`` (the paper's, w ∝ w·exp(max(l − ref, 0))), ``bounded`` (a relative gap
             max(l − ref, 0) / ref and a floor of ``floor / k`` per domain) or ``constant``.
-        ref_losses: reference loss per domain, as a mapping or a list in domain order
-            (required by ``doremi`` and ``bounded``; checked against the run's domains at load).
+        ref_losses: reference loss per domain, as a mapping or a list in domain order, or
+            ``{scaling_law: CSV, target_params: N}`` (:class:`ScalingLawRefs`): the prediction of
+            ``L(N) = E + A / N^alpha`` fitted per domain to a model family's losses, at the run's
+            target size (required by ``doremi`` and ``bounded``; checked against the run's domains at load).
         clamp_gap: clamp the loss gap at 0 (paper); false matches the original code.
         smoothing: weight of the uniform distribution mixed into the new weights (``doremi``).
         floor: ``f`` of rule ``bounded``: each domain keeps at least ``f / k`` of the mixture.
@@ -39,7 +110,7 @@ class DynamicLoadingConfig:
             ``train_loader.dataset.weights_from``.
     """
     rule: WeightRule = 'doremi'
-    ref_losses: Optional[Union[dict[str, Any], list[Any]]] = None
+    ref_losses: Optional[Union[ScalingLawRefs, dict[str, Any], list[Any]]] = None
     clamp_gap: bool = True
     smoothing: float = 0.0
     floor: float = DEFAULT_BOUNDED_FLOOR
@@ -52,6 +123,11 @@ class DynamicLoadingConfig:
             value = getattr(self, key)
             if not 0.0 <= value < 1.0:
                 raise ConfigError(f'{path}.{key}: got {value}; expected a value in [0, 1)')
+        if isinstance(self.ref_losses, dict) and SCALING_LAW_KEY in self.ref_losses:
+            # not a ScalingLawRefs: say why (an unknown key, a missing CSV ...) rather than "unknown domain"
+            self.ref_losses = from_dict(ScalingLawRefs, self.ref_losses, f'{path}.ref_losses')
+        if isinstance(self.ref_losses, ScalingLawRefs):
+            return  # the fit gives finite, positive references (E >= 0, A > 0), checked again at fit start
         if self.ref_losses is not None:
             self.ref_losses = _finite_losses(self.ref_losses, f'{path}.ref_losses')
             values = self.ref_losses.values() if isinstance(self.ref_losses, dict) else self.ref_losses

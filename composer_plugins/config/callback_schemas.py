@@ -13,6 +13,7 @@ from typing import Any, Optional
 from composer_plugins.config.callback_args import DynamicLoadingConfig, PruningMonitorConfig, SampleLogConfig
 from composer_plugins.config.guards import FiniteGuardConfig
 from composer_plugins.config.typed import from_dict
+from composer_plugins.config.wandb_visuals import WandbVisualsConfig
 from composer_plugins.errors import ConfigError
 from composer_plugins.pruning.config import LagrangianConfig, MaskLearningConfig
 
@@ -23,6 +24,7 @@ CALLBACK_SCHEMAS: dict[str, type] = {
     'dynamic_loading': DynamicLoadingConfig,
     'sample_log': SampleLogConfig,
     'finite_guard': FiniteGuardConfig,
+    'wandb_visuals': WandbVisualsConfig,
 }
 """``{callback name: its arguments' dataclass}``, one entry per ``ENTRY_POINTS['callbacks']`` name
 (:mod:`composer_plugins.registry`)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
+from composer_plugins.config.callback_args import ScalingLawRefs
 from composer_plugins.config.callback_schemas import typed_callbacks
 from composer_plugins.config.eval_loaders import eval_loader_list
 from composer_plugins.config.loaders import LoaderConfig, MixtureLoaderConfig, TextLoaderConfig
@@ -311,7 +312,10 @@ class RunConfig:
         check_manifest_vocab(self.data_folders(), self.model.source, source.vocab_size if source else None)
         if isinstance(self.train_loader, MixtureLoaderConfig):
             dynamic = (self.callbacks or {}).get('dynamic_loading')
-            if dynamic is not None and dynamic.ref_losses is not None:
+            if isinstance(getattr(dynamic, 'ref_losses', None), ScalingLawRefs):
+                dynamic.ref_losses.check_domains(self.train_loader.dataset.domains,
+                                                 'callbacks.dynamic_loading.ref_losses')
+            elif dynamic is not None and dynamic.ref_losses is not None:
                 per_domain_values(dynamic.ref_losses, self.train_loader.dataset.domains,
                                   'callbacks.dynamic_loading.ref_losses')
             interval = f'{self.train_loader.dataset.interval_batches}ba'

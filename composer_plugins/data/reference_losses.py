@@ -13,14 +13,15 @@ module provides:
   ``L(N) = E + A / N^α`` (§2.2) and its prediction at the target size.
 
 Both results are written by :func:`write_ref_losses_yaml` as a ``ref_losses`` mapping
-ready to paste under ``callbacks.dynamic_loading``.
+ready to paste under ``callbacks.dynamic_loading``. The sizes CSV is read by
+:mod:`composer_plugins.data.sizes_csv` (pure Python, also at config load); a run that names it
+(``ref_losses: {scaling_law: CSV}``) fits it at fit start with :mod:`composer_plugins.data.scaling_law_refs`.
 """
 from __future__ import annotations
 
-import csv
 import logging
 import math
-import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,40 +30,24 @@ from typing import Any, Optional
 import numpy as np
 
 from composer_plugins.config.model_names import TINY_MODEL_PREFIX, looks_like_path
+from composer_plugins.data.sizes_csv import MIN_SIZES, PARAMS_COLUMN, parse_param_count, read_sizes_table
 from composer_plugins.errors import ShearError
 
 log = logging.getLogger(__name__)
 
-PARAMS_COLUMN = 'params'
-MIN_SIZES = 3  # three parameters (E, A, α) need at least three model sizes
 PARAM_SCALE = 1e9  # the law is fitted in billions of parameters for a well-conditioned problem
 YAML_KEY = 'ref_losses'
 DECIMALS = 4
 
-_SUFFIXES = {'': 1.0, 'K': 1e3, 'M': 1e6, 'B': 1e9, 'G': 1e9, 'T': 1e12}
-_COUNT = re.compile(r'^\s*([0-9][0-9_]*(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?|\.[0-9]+)\s*([KkMmBbGgTt]?)\s*$')
+__all__ = [  # MIN_SIZES, PARAMS_COLUMN and parse_param_count live in sizes_csv, re-exported for the CLI
+    'DECIMALS', 'MIN_SIZES', 'PARAMS_COLUMN', 'PARAM_SCALE', 'YAML_KEY', 'DomainLoss', 'ScalingFit', 'SizeLosses',
+    'fit_reference_losses', 'fit_scaling_law', 'load_reference_model', 'mean_token_loss', 'measure_reference_losses',
+    'parse_param_count', 'read_sizes_csv', 'read_token_rows', 'ref_losses_yaml', 'resolve_domains', 'scaling_law',
+    'split_index', 'write_ref_losses_yaml',
+]
 
 
 # --------------------------------------------------------------------------- parsing
-
-
-def parse_param_count(text: str, what: str = 'parameter count') -> float:
-    """A positive parameter count: ``125M``, ``1.3B``, ``7e9``, ``6_700_000_000``.
-
-    Args:
-        text: The count, optionally with a K/M/B/T suffix (case-insensitive).
-        what: How error messages name the value (a file position or an option).
-
-    Raises:
-        ShearError: Not a positive number.
-    """
-    match = _COUNT.match(str(text))
-    if match is None:
-        raise ShearError(f'{what}: got {text!r}; expected a positive number, optionally with K/M/B/T suffix (1.3B)')
-    value = float(match.group(1).replace('_', '')) * _SUFFIXES[match.group(2).upper()]
-    if not math.isfinite(value) or value <= 0:
-        raise ShearError(f'{what}: got {text!r}; expected a positive parameter count')
-    return value
 
 
 @dataclass
@@ -78,58 +63,16 @@ class SizeLosses:
 
 
 def read_sizes_csv(path: str | Path) -> SizeLosses:
-    """Read ``params,<domain1>,<domain2>,...`` with one row per model size.
+    """Read ``params,<domain1>,<domain2>,...`` with one row per model size
+    (:func:`~composer_plugins.data.sizes_csv.read_sizes_table`, as numpy arrays).
 
     Raises:
         ShearError: Missing file, no ``params`` column or domain column, a non-numeric or
             missing value (named by line and column), fewer than :data:`MIN_SIZES` rows.
     """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ShearError(f'{path}: no such CSV file')
-    try:
-        with path.open(newline='') as handle:
-            rows = [row for row in csv.reader(handle) if any(cell.strip() for cell in row)]
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise ShearError(f'{path}: cannot read the CSV: {err}') from err
-    if not rows:
-        raise ShearError(f'{path}: empty CSV; expected a header params,<domain1>,...')
-    header = [cell.strip() for cell in rows[0]]
-    lowered = [cell.lower() for cell in header]
-    if lowered.count(PARAMS_COLUMN) != 1:
-        raise ShearError(f'{path}: header {header} needs exactly one {PARAMS_COLUMN!r} column')
-    p_col = lowered.index(PARAMS_COLUMN)
-    domains = [(i, name) for i, name in enumerate(header) if i != p_col]
-    if not domains:
-        raise ShearError(f'{path}: header {header} has no domain column besides {PARAMS_COLUMN!r}')
-    empty = [i + 1 for i, name in domains if not name]
-    duplicates = sorted({name for _, name in domains if [n for _, n in domains].count(name) > 1})
-    if empty or duplicates:
-        raise ShearError(f'{path}: header {header}: empty column name(s) at {empty} or duplicates {duplicates}')
-    data = rows[1:]
-    if len(data) < MIN_SIZES:
-        raise ShearError(
-            f'{path}: {len(data)} model size(s); fitting E + A / N^alpha needs at least {MIN_SIZES} rows')
-    params = np.empty(len(data))
-    losses = {name: np.empty(len(data)) for _, name in domains}
-    for r, row in enumerate(data):
-        line = r + 2
-        if len(row) != len(header):
-            raise ShearError(f'{path}: line {line} has {len(row)} cells; the header has {len(header)}')
-        params[r] = parse_param_count(row[p_col], f'{path}: line {line}, column {PARAMS_COLUMN!r}')
-        for i, name in domains:
-            losses[name][r] = _parse_loss(row[i], f'{path}: line {line}, column {name!r}')
-    return SizeLosses(params=params, losses=losses)
-
-
-def _parse_loss(text: str, what: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ShearError(f'{what}: got {text!r}; expected a number (the loss in nats/token)') from None
-    if not math.isfinite(value) or value < 0:
-        raise ShearError(f'{what}: got {text!r}; expected a finite, non-negative loss')
-    return value
+    table = read_sizes_table(path)
+    return SizeLosses(params=np.asarray(table.params, dtype=np.float64),
+                      losses={d: np.asarray(v, dtype=np.float64) for d, v in table.losses.items()})
 
 
 # --------------------------------------------------------------------------- scaling-law fit
@@ -192,7 +135,7 @@ def fit_scaling_law(params: np.ndarray, losses: np.ndarray, domain: str = '') ->
     Raises:
         ShearError: Fewer than 3 sizes, or the fit does not converge.
     """
-    from scipy.optimize import curve_fit
+    from scipy.optimize import OptimizeWarning, curve_fit
 
     x = np.asarray(params, dtype=np.float64) / PARAM_SCALE
     y = np.asarray(losses, dtype=np.float64)
@@ -205,24 +148,41 @@ def fit_scaling_law(params: np.ndarray, losses: np.ndarray, domain: str = '') ->
     lower, upper = np.array([0.0, 1e-12, 1e-6]), np.array([np.inf, np.inf, 10.0])
     p0 = np.clip(np.array(_initial_guess(x, y)), lower + 1e-9, np.minimum(upper, 1e6) - 1e-9)
     try:
-        popt, _ = curve_fit(
-            scaling_law, x, y, p0=p0, bounds=(lower, upper), method='trf',
-            xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=20000,
-        )
+        with warnings.catch_warnings():  # exactly 3 sizes for 3 parameters: no covariance, by construction
+            warnings.simplefilter('ignore', OptimizeWarning)
+            popt, _ = curve_fit(
+                scaling_law, x, y, p0=p0, bounds=(lower, upper), method='trf',
+                xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=20000,
+            )
     except (RuntimeError, ValueError) as err:
         raise ShearError(f'domain {domain!r}: the scaling-law fit failed: {err}') from err
     E, A, alpha = (float(v) for v in popt)
-    rmse = float(np.sqrt(np.mean((scaling_law(x, E, A, alpha) - y) ** 2)))
+    with np.errstate(over='ignore', invalid='ignore'):  # an overflow is reported below, by name
+        rmse = float(np.sqrt(np.mean((scaling_law(x, E, A, alpha) - y) ** 2)))
     if not all(math.isfinite(v) for v in (E, A, alpha, rmse)):
-        raise ShearError(f'domain {domain!r}: the scaling-law fit gave non-finite values {E, A, alpha}')
+        raise ShearError(f'domain {domain!r}: the scaling-law fit is not finite: E={E:.6g} A={A:.6g} '
+                         f'alpha={alpha:.6g} rmse={rmse:.6g}')
     log.info('domain %s: E=%.4f A=%.4f alpha=%.4f (rmse %.2e)', domain, E, A, alpha, rmse)
     return ScalingFit(domain=domain, E=E, A=A, alpha=alpha, rmse=rmse)
 
 
-def fit_reference_losses(csv_path: str | Path) -> dict[str, ScalingFit]:
-    """Per domain column of ``csv_path``, the fitted scaling law (scaling-law reference of §2.2)."""
+def fit_reference_losses(csv_path: str | Path, domains: Optional[Sequence[str]] = None) -> dict[str, ScalingFit]:
+    """Per domain column of ``csv_path``, the fitted scaling law (scaling-law reference of §2.2).
+
+    Args:
+        csv_path: A sizes CSV (:mod:`composer_plugins.data.sizes_csv`).
+        domains: Fit only these columns, in this order (default: every column, in file order).
+
+    Raises:
+        ShearError: A bad CSV, a domain without column, or a fit that fails.
+    """
     table = read_sizes_csv(csv_path)
-    return {domain: fit_scaling_law(table.params, y, domain) for domain, y in table.losses.items()}
+    chosen = list(table.losses) if domains is None else list(domains)
+    missing = [d for d in chosen if d not in table.losses]
+    if missing:
+        raise ShearError(f'{Path(csv_path).expanduser()}: no column for domain(s) {missing}; '
+                         f'its domain columns are {list(table.losses)}')
+    return {domain: fit_scaling_law(table.params, table.losses[domain], domain) for domain in chosen}
 
 
 # --------------------------------------------------------------------------- measuring

@@ -115,6 +115,15 @@ def test_ours_are_typed_others_pass_through(stub_data):
     assert callbacks['speed_monitor'] == {'window_size': 5, 'anything': [1]} and callbacks['lr_monitor'] is None
     assert callbacks['sample_log'] == {'out_dir': 'runs/mixture_tiny/samples'}
     assert callbacks['finite_guard'] == {}
+    assert 'wandb_visuals' not in callbacks  # W&B is off: nothing draws for it
+    with_wandb = _load(MIXTURE_YAML, stub_data, 'loggers.wandb.enabled=true', 'callbacks.wandb_visuals={dpi: 60}')
+    foundry = to_foundry_config(with_wandb)
+    assert foundry['callbacks']['wandb_visuals'] == {'heatmap': True, 'tables': True, 'gap': True, 'dpi': 60}
+    # offline wandb 0.18 asks the server before logging a table unless this is false (an explicit value wins)
+    assert foundry['loggers']['wandb']['init_kwargs'] == {'dir': 'runs/mixture_tiny',
+                                                          'settings': {'allow_offline_artifacts': False}}
+    assert 'wandb_visuals' not in to_foundry_config(_load(MIXTURE_YAML, stub_data, 'callbacks.wandb_visuals={}'))[
+        'callbacks']
     pruning = _load(PRUNE_TINY_YAML, stub_data)
     assert pruning.callbacks['pruning_monitor'] == PruningMonitorConfig(masks_dir='runs/prune_tiny/masks')
 
@@ -122,12 +131,13 @@ def test_ours_are_typed_others_pass_through(stub_data):
 def test_callbacks_build_their_arguments_from_the_same_dataclass(stub_data):
     """What llm-foundry hands each callback (``to_foundry_config``) builds the config that was checked at load."""
     built = {}
-    for yaml_path in (MIXTURE_YAML, PRUNE_TINY_YAML):
-        cfg = _load(yaml_path, stub_data)
+    for yaml_path, overrides in ((MIXTURE_YAML, ()), (PRUNE_TINY_YAML, ('loggers.wandb.enabled=true',))):
+        cfg = _load(yaml_path, stub_data, *overrides)
         for name, kwargs in to_foundry_config(cfg)['callbacks'].items():
             callback = load_target(ENTRY_POINTS['callbacks'][name])(**kwargs)
             assert isinstance(callback.config, CALLBACK_SCHEMAS[name])
-            checked = cfg.callbacks[name] if name in cfg.callbacks else CALLBACK_SCHEMAS[name]()  # finite_guard
+            # finite_guard (every run) and wandb_visuals (a run with W&B on) are added by to_foundry_config
+            checked = cfg.callbacks[name] if name in cfg.callbacks else CALLBACK_SCHEMAS[name]()
             assert callback.config == checked
             built[name] = callback
     assert set(built) == set(CALLBACK_SCHEMAS)

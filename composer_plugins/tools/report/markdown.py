@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
+from composer_plugins.models.mask_heatmap import layer_keep
 from composer_plugins.tools.report import plots
-from composer_plugins.tools.report.metrics import RunData, layer_keep, load_run, read_model_config
+from composer_plugins.tools.report.metrics import RunData, load_run, read_model_config
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,8 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from composer_plugins.tools.report.metrics import KEEP_COLUMNS, RunData, layer_keep
+from composer_plugins.models.mask_heatmap import draw_mask_heatmap, layer_keep, pyplot
+from composer_plugins.tools.report.metrics import RunData
 
 log = logging.getLogger(__name__)
 
@@ -19,10 +20,7 @@ DPI = 100
 
 
 def _pyplot() -> Any:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    return plt
+    return pyplot()
 
 
 def _label(run: RunData, what: str, runs: Sequence[RunData]) -> str:
@@ -99,34 +97,13 @@ def plot_sparsity(runs: Sequence[RunData], path: Path) -> Optional[Path]:
 def plot_mask_heatmap(run: RunData, path: Path) -> Optional[Path]:
     """Kept fraction of query heads, KV groups and FFN channels per layer, from the last snapshot.
 
-    Pruned layers are hatched and labelled ``pruned``; absent mask types are grey.
+    Drawn by :func:`composer_plugins.models.mask_heatmap.draw_mask_heatmap` (the image the
+    ``wandb_visuals`` callback logs): pruned layers hatched and labelled ``pruned``, absent
+    mask types grey.
     """
     if run.masks is None:
         return None
-    import numpy as np
-
-    keep = layer_keep(run.masks)
-    data = np.array([[np.nan if v is None else v for v in row] for row in keep.fractions], dtype=float)
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 1.2 + 0.45 * keep.num_layers))
-    cmap = plt.get_cmap('viridis').with_extremes(bad='lightgrey')
-    image = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=0.0, vmax=1.0, aspect='auto')
-    for layer in range(keep.num_layers):
-        pruned = layer not in keep.kept_layers
-        for col in range(len(KEEP_COLUMNS)):
-            value = data[layer, col]
-            text = 'n/a' if np.isnan(value) else f'{value:.2f}'
-            ax.text(col, layer, text, ha='center', va='center', fontsize=8,
-                    color='white' if not np.isnan(value) and value < 0.6 else 'black')
-        if pruned:
-            ax.add_patch(plt.Rectangle((-0.5, layer - 0.5), len(KEEP_COLUMNS), 1, fill=False,
-                                       hatch='xx', edgecolor='red', linewidth=1.5))
-    ax.set_xticks(range(len(KEEP_COLUMNS)), KEEP_COLUMNS)
-    ax.set_yticks(range(keep.num_layers),
-                  [f'layer {i}' + ('' if i in keep.kept_layers else ' (pruned)') for i in range(keep.num_layers)])
-    hidden = '' if keep.hidden is None else f', hidden {keep.hidden[0]}/{keep.hidden[1]}'
-    ax.set_title(f'{run.name}: kept fraction, masks step {run.mask_step}{hidden}', fontsize=9)
-    fig.colorbar(image, ax=ax, label='kept fraction')
+    fig = draw_mask_heatmap(layer_keep(run.masks), f'{run.name}: kept fraction, masks step {run.mask_step}')
     return _save(fig, path)
 
 

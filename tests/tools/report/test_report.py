@@ -13,8 +13,9 @@ from composer_plugins.cli import main as cli_main
 from composer_plugins.config.load import load_run_config
 from composer_plugins.errors import ShearError
 from composer_plugins.loggers.jsonl_metrics import read_metrics
+from composer_plugins.models.mask_heatmap import layer_keep
 from composer_plugins.tools.report.markdown import write_report
-from composer_plugins.tools.report.metrics import eval_loss_keys, layer_keep, load_run, read_ref_losses
+from composer_plugins.tools.report.metrics import eval_loss_keys, load_run, read_ref_losses
 from conftest import MIXTURE_YAML, PRUNE_TINY_YAML
 
 
