@@ -1,7 +1,8 @@
 """Does it work? L0 pruning vs one-shot pruning vs training from scratch, same shape, same token budget.
 
 Source SmolLM2-135M (``shear smollm2``), target the ``yamls/prune.yaml`` shape (49% of the
-non-embedding parameters), data the embedded 3-domain corpus (or ``--data``). Arms, each
+non-embedding parameters), data the embedded 3-domain corpus (``--corpus wide``: its 6-domain
+form, for the mixing rules; or ``--data``). Arms, each
 with the same number of training tokens ``B = (prune_steps + continue_steps) x batch x seq``:
 
 (a) L0 pruning as ``yamls/prune.yaml`` ships it (masks started from one-shot importance,
@@ -44,7 +45,9 @@ held-out prepared folder with ``--heldout`` (else its eval split is used, with a
 
     PYTHONPATH=. python benchmarks/quality.py --out runs/quality [--prune-steps 40 --continue-steps 60]
 
-Writes OUT/quality.md (the table), OUT/quality.json, OUT/report/ (``shear report`` of all runs).
+Writes OUT/quality.md (the table, and the mixture of every dynamic run: its lowest domain weight,
+the domains that fell below 1 %, its final entropy), OUT/quality.json, OUT/report/ (``shear report``
+of all runs).
 An arm whose final model exists is skipped, so an interrupted comparison can be rerun.
 """
 from __future__ import annotations
@@ -57,9 +60,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from composer_plugins.loggers.jsonl_metrics import read_metrics
 from composer_plugins.pruning.shapes import ModelShape, count_params
 from composer_plugins.tools.demo import stages
-from composer_plugins.tools.demo.embedded_corpus import DOMAINS
+from composer_plugins.tools.demo.embedded_corpus import DOMAINS, WIDE_DOMAINS
 
 log = logging.getLogger('benchmarks.quality')
 
@@ -68,11 +72,20 @@ PRUNE_YAML = REPO / 'yamls' / 'prune.yaml'
 CONTINUE_YAML = REPO / 'yamls' / 'continue_pretrain.yaml'
 SEQ_LEN = 256  # the YAMLs' max_seq_len
 BATCH = 4  # the YAMLs' global_train_batch_size
-INITIAL_WEIGHTS = '[0.4,0.3,0.3]'  # prune.yaml's initial domain weights (code, docs, licenses)
+CORPORA = {'embedded': DOMAINS, 'wide': WIDE_DOMAINS}
+PRUNE_YAML_WEIGHTS = [0.4, 0.3, 0.3]  # prune.yaml's initial domain weights (code, docs, licenses)
+STARVED = 0.01
+"""A domain below this weight is reported as starved: a batch of 4 rows then draws from it once in 25 batches."""
+
+
+def initial_weights(domains: tuple[str, ...]) -> list[float]:
+    """prune.yaml's weights for its own three domains, uniform for any other domain list."""
+    return PRUNE_YAML_WEIGHTS if domains == DOMAINS else [1 / len(domains)] * len(domains)
 ARM_LABELS = {'a': 'L0, init: importance (the default) + dynamic', 'e': 'L0, init: dense (paper) + dynamic',
               'b': 'L0, init: importance + constant weights', 'c': 'one-shot', 'd': 'random init',
               'f': 'one-shot + KD', 'g': 'L0, init: importance + dynamic + KD',
-              'h': 'L0, init: importance, margin 8, weights lr 2e-4 + dynamic'}
+              'h': 'L0, init: importance, margin 8, weights lr 2e-4 + dynamic',
+              'i': 'L0, init: importance, margin 8, weights lr 2e-4 + dynamic + KD'}
 DEFAULT_ARMS = 'a,e,c,f,g'
 
 
@@ -112,12 +125,17 @@ class QualityConfig:
     scratch_lr: float = 1e-3
     kd_alpha: float = 0.5
     rule: str = 'bounded'
+    corpus: str = 'embedded'
     arms: list[str] = field(default_factory=lambda: DEFAULT_ARMS.split(','))
     seeds: list[int] = field(default_factory=lambda: [17, 18])
 
     @property
     def budget_steps(self) -> int:
         return self.prune_steps + self.continue_steps
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        return CORPORA[self.corpus]
 
 
 @dataclass
@@ -136,17 +154,44 @@ class Row:
 
 
 @dataclass
+class Mixing:
+    """The domain weights one dynamic run went through (``data/weight/<domain>`` of its metrics)."""
+    run: str
+    lowest: float
+    lowest_domain: str
+    starved: list[str]
+    final: dict[str, float]
+    final_entropy: float
+
+
+def read_mixing(run_dir: Path) -> Optional[Mixing]:
+    """The run's mixture statistics, or None when it logged no weight update."""
+    path = run_dir / 'metrics.jsonl'
+    if not path.is_file():
+        return None
+    updates = [r for r in read_metrics(path) if 'data/weight_entropy' in r]
+    if not updates:
+        return None
+    weights = [{k.split('/', 2)[2]: v for k, v in r.items() if k.startswith('data/weight/')} for r in updates]
+    lowest_domain, lowest = min(((d, w) for update in weights for d, w in update.items()), key=lambda dw: dw[1])
+    starved = sorted({d for update in weights for d, w in update.items() if w < STARVED})
+    return Mixing(run_dir.name, lowest, lowest_domain, starved, weights[-1], updates[-1]['data/weight_entropy'])
+
+
+@dataclass
 class Comparison:
     config: dict
     rows: list[Row] = field(default_factory=list)
+    mixing: list[Mixing] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def split_corpus(raw: Path, out: Path, fraction: float) -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
+def split_corpus(raw: Path, out: Path, fraction: float,
+                 domains: tuple[str, ...] = DOMAINS) -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
     """Train / held-out JSON lines per domain: the last ``fraction`` of each domain's documents is held out."""
     out.mkdir(parents=True, exist_ok=True)
     train, heldout = {}, {}
-    for domain in DOMAINS:
+    for domain in domains:
         lines = (raw / f'{domain}.jsonl').read_text(encoding='utf-8').splitlines()
         cut = len(lines) - max(3, int(len(lines) * fraction))
         for part, chosen, store in (('train', lines[:cut], train), ('heldout', lines[cut:], heldout)):
@@ -177,8 +222,8 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
     data, heldout = cfg.data, cfg.heldout
     if data is None:
         raw, split = out / 'corpus', out / 'corpus-split'
-        timed('corpus', lambda: stages.build_corpus(raw))
-        train_inputs, heldout_inputs = split_corpus(raw, split, cfg.heldout_fraction)
+        timed('corpus', lambda: stages.build_corpus(raw, cfg.domains))
+        train_inputs, heldout_inputs = split_corpus(raw, split, cfg.heldout_fraction, cfg.domains)
         data, heldout = out / 'data', out / 'heldout'
         timed('prep', lambda: (
             stages.prep_shards(train_inputs, source, data, SEQ_LEN, cfg.train_rows * SEQ_LEN, 8 * SEQ_LEN),
@@ -190,6 +235,10 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
     refs: dict[str, float] = {}
     timed('reference losses', lambda: refs.update(stages.eval_losses(source, data, 8)))
     common = [f'variables.data_dir={data}', stages.ref_losses_override(refs), 'save_overwrite=true']
+    domains = list(refs)
+    start_weights = str(initial_weights(tuple(domains))).replace(' ', '')
+    if tuple(domains) != DOMAINS:
+        common.append(f'train_loader.dataset.domains=[{",".join(domains)}]')
     tag = '' if cfg.rule == 'doremi' else f'-{cfg.rule}'  # run folders of another mixing rule
     mixing = '' if cfg.rule == 'doremi' else f' [{cfg.rule} mixing]'
     budget_tokens = cfg.budget_steps * BATCH * SEQ_LEN
@@ -219,6 +268,7 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
             *common, *seeded(seed), f'model.pruning.sample_seed={seed}', f'variables.model_dir={source}',
             f'variables.run_dir={prune_dir}', f'max_duration={cfg.prune_steps}ba',
             f'save_interval={cfg.prune_steps}ba', f'callbacks.mask_learning.calibration.rows={cfg.calib_rows}',
+            f'train_loader.dataset.weights={start_weights}',
             *stages.settle_overrides(cfg.prune_steps), *mask_overrides,
             f'callbacks.dynamic_loading.rule={rule}', *stages.interval_overrides(cfg.prune_steps)])
         stages.export(prune_dir / 'checkpoints' / 'latest-rank0.pt', prune_dir / 'exported')
@@ -260,7 +310,7 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
         started = time.monotonic()
         stages.train(CONTINUE_YAML, [
             *common, *seeded(seed), f'variables.model_dir={model_dir}', f'variables.run_dir={run_dir}',
-            'train_loader.dataset.weights_from=null', f'train_loader.dataset.weights={INITIAL_WEIGHTS}',
+            'train_loader.dataset.weights_from=null', f'train_loader.dataset.weights={start_weights}',
             f'max_duration={cfg.budget_steps}ba', f'save_interval={cfg.budget_steps}ba',
             f'callbacks.dynamic_loading.rule={cfg.rule}', *stages.interval_overrides(cfg.budget_steps), *extra])
         record_seconds(run_dir, started)
@@ -297,6 +347,7 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
         'f': lambda seed: oneshot_arm(seed, 'f', tuple(kd)),
         'g': lambda seed: l0_arm('g', seed, cfg.rule, [], prune_arm='a', extra=tuple(kd)),
         'h': lambda seed: l0_arm('h', seed, cfg.rule, LOW_NOISE_OVERRIDES),
+        'i': lambda seed: l0_arm('i', seed, cfg.rule, LOW_NOISE_OVERRIDES, prune_arm='h', extra=tuple(kd)),
     }
     for arm in cfg.arms:
         for seed in cfg.seeds:
@@ -307,6 +358,7 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
             losses = stages.eval_losses(model_dir, heldout, cfg.heldout_rows)
             result.rows.append(Row(name, model_params(model_dir), losses, tokens, seconds, flops))
     timed('held-out evaluation', evaluate)
+    result.mixing = [m for m in map(read_mixing, dict.fromkeys(runs)) if m is not None]
     timed('report', lambda: stages.report(list(dict.fromkeys(runs)), out / 'report'))
     return result
 
@@ -324,11 +376,22 @@ def markdown_table(result: Comparison) -> str:
     return '\n'.join(lines) + '\n'
 
 
+def mixing_table(result: Comparison) -> str:
+    lines = [f'| run | lowest weight | domains below {STARVED} | final weights | final entropy (nats) |',
+             '|---|---:|---|---|---:|']
+    for m in result.mixing:
+        final = ', '.join(f'{d} {w:.3f}' for d, w in m.final.items())
+        lines.append(f'| {m.run} | {m.lowest:.4f} ({m.lowest_domain}) | {", ".join(m.starved) or "none"} | {final} '
+                     f'| {m.final_entropy:.3f} |')
+    return '\n'.join(lines) + '\n'
+
+
 def write_outputs(result: Comparison, out: Path) -> Path:
-    table = markdown_table(result)
+    table = markdown_table(result) + '\nDomain weights of the dynamic runs:\n\n' + mixing_table(result)
     (out / 'quality.json').write_text(json.dumps({
         'config': result.config, 'seconds': result.seconds,
-        'rows': [{**asdict(row), 'average': row.average} for row in result.rows]}, indent=2) + '\n')
+        'rows': [{**asdict(row), 'average': row.average} for row in result.rows],
+        'mixing': [asdict(m) for m in result.mixing]}, indent=2) + '\n')
     path = out / 'quality.md'
     path.write_text('# Held-out loss (nats/token) at the same token budget\n\n' + table
                     + f'\nStage seconds: {json.dumps(result.seconds)}\n')
@@ -348,6 +411,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument('--heldout-rows', type=int, default=16)
     parser.add_argument('--scratch-lr', type=float, default=1e-3)
     parser.add_argument('--kd-alpha', type=float, default=0.5, help='distillation alpha of arms f and g')
+    parser.add_argument('--corpus', choices=sorted(CORPORA), default='embedded',
+                        help='embedded corpus without --data: its 3 domains, or wide, 6 (default embedded)')
     parser.add_argument('--arms', default=DEFAULT_ARMS, help=f'arms to run, of {ARM_LABELS} (default {DEFAULT_ARMS})')
     parser.add_argument('--seeds', default='17,18', help='seeds of every arm (default 17,18)')
     parser.add_argument('--rule', default='bounded', help='dynamic-loading rule of every dynamic arm (default bounded; '
@@ -357,7 +422,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     cfg = QualityConfig(out=args.out, data=args.data, heldout=args.heldout, source=args.source,
                         prune_steps=args.prune_steps, continue_steps=args.continue_steps, calib_rows=args.calib_rows,
                         heldout_rows=args.heldout_rows, scratch_lr=args.scratch_lr, kd_alpha=args.kd_alpha,
-                        rule=args.rule, arms=args.arms.split(','), seeds=[int(x) for x in args.seeds.split(',')])
+                        rule=args.rule, corpus=args.corpus, arms=args.arms.split(','),
+                        seeds=[int(x) for x in args.seeds.split(',')])
     start = time.monotonic()
     result = run_comparison(cfg)
     path = write_outputs(result, cfg.out.resolve())

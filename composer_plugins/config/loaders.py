@@ -92,8 +92,8 @@ class MixtureDatasetConfig:
         if self.weights is not None:
             per_domain_values(self.weights, self.domains, f'{path}.weights', non_negative=True)
             if abs(sum(self.weights) - 1.0) > 1e-6:
-                raise ConfigError(f'{path}.weights: {self.weights} must be non-negative and sum to 1 '
-                                  f'(they sum to {sum(self.weights):.6g})')
+                raise ConfigError(f'{path}.weights: {self.weights} must be non-negative and sum to 1 within 1e-6 '
+                                  f'(they sum to {sum(self.weights):.10g})')
         if self.remote is None:
             for domain in self.domains:
                 index = os.path.join(self.local, domain, self.split, 'index.json')

@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 from composer_plugins.errors import ShearError
 
 log = logging.getLogger(__name__)
 
 
-def build_corpus(raw: Path) -> None:
-    """The embedded ``code`` / ``docs`` / ``licenses`` JSON lines in ``raw``."""
+def build_corpus(raw: Path, domains: Optional[Sequence[str]] = None) -> None:
+    """The embedded corpus's JSON lines in ``raw``: ``domains``, by default ``code`` / ``docs`` / ``licenses``."""
     from composer_plugins.tools.demo.embedded_corpus import DOMAINS, write_embedded_corpus
-    if all((raw / f'{d}.jsonl').is_file() for d in DOMAINS):
+    domains = DOMAINS if domains is None else domains
+    if all((raw / f'{d}.jsonl').is_file() for d in domains):
         log.info('Corpus already in %s', raw)
         return
-    write_embedded_corpus(raw)
+    write_embedded_corpus(raw, domains)
 
 
 def build_smollm2(model_dir: Path) -> None:
