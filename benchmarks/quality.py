@@ -60,10 +60,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from composer_plugins.loggers.jsonl_metrics import read_metrics
 from composer_plugins.pruning.shapes import ModelShape, count_params
 from composer_plugins.tools.demo import stages
 from composer_plugins.tools.demo.embedded_corpus import DOMAINS, WIDE_DOMAINS
+from composer_plugins.tools.report.metrics import load_run
 
 log = logging.getLogger('benchmarks.quality')
 
@@ -166,16 +166,16 @@ class Mixing:
 
 def read_mixing(run_dir: Path) -> Optional[Mixing]:
     """The run's mixture statistics, or None when it logged no weight update."""
-    path = run_dir / 'metrics.jsonl'
-    if not path.is_file():
+    if not (run_dir / 'metrics.jsonl').is_file():
         return None
-    updates = [r for r in read_metrics(path) if 'data/weight_entropy' in r]
-    if not updates:
+    run = load_run(run_dir)
+    weights = {domain: run.series(f'data/weight/{domain}')[1] for domain in run.suffixes('data/weight/')}
+    if not weights:
         return None
-    weights = [{k.split('/', 2)[2]: v for k, v in r.items() if k.startswith('data/weight/')} for r in updates]
-    lowest_domain, lowest = min(((d, w) for update in weights for d, w in update.items()), key=lambda dw: dw[1])
-    starved = sorted({d for update in weights for d, w in update.items() if w < STARVED})
-    return Mixing(run_dir.name, lowest, lowest_domain, starved, weights[-1], updates[-1]['data/weight_entropy'])
+    lowest_domain = min(weights, key=lambda d: min(weights[d]))
+    starved = sorted(d for d, values in weights.items() if min(values) < STARVED)
+    return Mixing(run_dir.name, min(weights[lowest_domain]), lowest_domain, starved,
+                  {d: values[-1] for d, values in weights.items()}, run.series('data/weight_entropy')[1][-1])
 
 
 @dataclass

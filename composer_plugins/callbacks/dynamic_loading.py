@@ -25,6 +25,7 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
 
+from composer_plugins.callbacks.trainer_state import domain_eval_loss, unwrapped_model
 from composer_plugins.config.callback_args import DynamicLoadingConfig, ScalingLawRefs
 from composer_plugins.config.typed import from_dict
 from composer_plugins.data.domain_weights import per_domain_values, write_domain_weights
@@ -73,7 +74,8 @@ class DynamicLoading(Callback):
             raise ShearError('callbacks.dynamic_loading needs train_loader.name: domain_mixture')
         return dataset
 
-    def _ref_losses(self, domains: list[str]) -> np.ndarray:
+    def reference_losses(self, domains: list[str]) -> np.ndarray:
+        """The reference loss of each of ``domains`` that the rule compares against (zeros without any)."""
         refs = self.config.ref_losses
         if refs is None:
             return np.zeros(len(domains))
@@ -115,9 +117,8 @@ class DynamicLoading(Callback):
     def fit_start(self, state: State, logger: Logger) -> None:
         dataset = self._dataset(state)
         if isinstance(self.config.ref_losses, ScalingLawRefs):
-            model = state.model.module if hasattr(state.model, 'module') else state.model  # unwrap DDP
-            self.fit_scaling_law(model, logger, list(dataset.domains))
-        self._ref_losses(dataset.domains)  # fail early on a mismatch
+            self.fit_scaling_law(unwrapped_model(state), logger, list(dataset.domains))
+        self.reference_losses(dataset.domains)  # fail early on a mismatch
         labels = {label.split('/')[-1] for label in state.eval_metrics} if state.eval_metrics else set()
         evaluator_labels = {ev.label.split('/')[-1] for ev in state.evaluators}
         missing = [d for d in dataset.domains if d not in evaluator_labels | labels]
@@ -135,7 +136,7 @@ class DynamicLoading(Callback):
     def eval_after_all(self, state: State, logger: Logger) -> None:
         dataset = self._dataset(state)
         losses = np.array([self._domain_loss(state, domain) for domain in dataset.domains])
-        refs = self._ref_losses(dataset.domains)
+        refs = self.reference_losses(dataset.domains)
         cfg = self.config
         new = RULES[self.config.rule](
             dataset.next_weights, losses, refs, clamp_gap=cfg.clamp_gap, smoothing=cfg.smoothing, floor=cfg.floor,
@@ -154,9 +155,9 @@ class DynamicLoading(Callback):
 
     @staticmethod
     def _domain_loss(state: State, domain: str) -> float:
-        for label, metrics in state.eval_metrics.items():
-            if label.split('/')[-1] == domain and 'LanguageCrossEntropy' in metrics:
-                return float(metrics['LanguageCrossEntropy'].compute())
+        loss = domain_eval_loss(state, domain)
+        if loss is not None:
+            return loss
         raise ShearError(f'callbacks.dynamic_loading: no eval loss for domain {domain!r}')
 
     def state_dict(self) -> dict[str, Any]:

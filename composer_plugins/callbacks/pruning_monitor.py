@@ -26,7 +26,7 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
 
-from composer_plugins.callbacks.pruning_params import full
+from composer_plugins.callbacks.pruning_params import full, pruning_model
 from composer_plugins.config.callback_args import PruningMonitorConfig
 from composer_plugins.config.typed import from_dict
 from composer_plugins.errors import ShearError
@@ -53,10 +53,7 @@ class PruningMonitor(Callback):
         self._mask_names: list[str] = []
 
     def _model(self, state: State) -> ShearCausalLM:
-        model = state.model.module if hasattr(state.model, 'module') else state.model
-        if not isinstance(model, ShearCausalLM) or model.pruner is None:
-            raise ShearError('pruning_monitor callback needs model.pruning to be set')
-        return model
+        return pruning_model(state, NAME)
 
     def fit_start(self, state: State, logger: Logger) -> None:
         self._mask_names = self._model(state).pruner.l0_masks.names

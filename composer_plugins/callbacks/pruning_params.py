@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from composer.core import State, TimeUnit
 
+from composer_plugins.callbacks.trainer_state import unwrapped_model
 from composer_plugins.errors import ShearError
 
 
@@ -23,7 +24,7 @@ def pruning_model(state: State, callback: str) -> Any:
     """The :class:`~composer_plugins.models.causal_lm.ShearCausalLM` of the run (unwrapping DDP)."""
     from composer_plugins.models.causal_lm import ShearCausalLM
 
-    model = state.model.module if hasattr(state.model, 'module') else state.model
+    model = unwrapped_model(state)
     if not isinstance(model, ShearCausalLM) or model.pruner is None:
         raise ShearError(f'callbacks.{callback}: needs model.pruning (a shear_causal_lm model with masks)')
     return model

@@ -27,16 +27,14 @@ from composer.core import Callback, State
 from composer.loggers import Logger, LoggerDestination, WandBLogger
 from composer.utils import dist
 
+from composer_plugins.callbacks.trainer_state import domain_eval_loss, unwrapped_model
 from composer_plugins.config.typed import from_dict
-from composer_plugins.config.wandb_visuals import WandbVisualsConfig
+from composer_plugins.config.wandb_visuals import HEATMAP_KEY, SHAPE_TABLE_KEY, WEIGHTS_TABLE_KEY, WandbVisualsConfig
 from composer_plugins.errors import ShearError
 
 log = logging.getLogger(__name__)
 
 NAME = 'wandb_visuals'
-HEATMAP_KEY = 'masks/heatmap'
-SHAPE_TABLE_KEY = 'tables/model_shape'
-WEIGHTS_TABLE_KEY = 'tables/domain_weights'
 SHAPE_COLUMNS = ['model', 'layers', 'heads', 'kv heads', 'head dim', 'hidden', 'ffn', 'params']
 WEIGHTS_COLUMNS = ['domain', 'final weight']  # samples per domain: the data/samples/* curves
 
@@ -80,7 +78,7 @@ class WandbVisuals(Callback):
         if not self.active or not self.config.tables:
             return
         step = int(state.timestamp.batch.value)
-        logger.log_table(SHAPE_COLUMNS, shape_rows(_model(state)), name=SHAPE_TABLE_KEY, step=step)
+        logger.log_table(SHAPE_COLUMNS, shape_rows(unwrapped_model(state)), name=SHAPE_TABLE_KEY, step=step)
         rows = domain_weight_rows(state)
         if rows:
             logger.log_table(WEIGHTS_COLUMNS, rows, name=WEIGHTS_TABLE_KEY, step=step)
@@ -88,7 +86,7 @@ class WandbVisuals(Callback):
                  f' and {WEIGHTS_TABLE_KEY}' if rows else '', step)
 
     def _log_heatmap(self, state: State, logger: Logger, step: int) -> None:
-        model = _model(state)
+        model = unwrapped_model(state)
         out = getattr(model, 'last_pruner_output', None)
         if getattr(model, 'pruner', None) is None or out is None:
             return
@@ -110,16 +108,12 @@ class WandbVisuals(Callback):
             return
         metrics: dict[str, float] = {}
         for domain, ref in refs.items():
-            loss = _eval_loss(state, domain)
+            loss = domain_eval_loss(state, domain)
             if loss is not None:
                 metrics[f'eval/{domain}/ref_loss'] = ref
                 metrics[f'eval/{domain}/gap'] = loss - ref
         if metrics:
             self._wandb.log_metrics(metrics, step)
-
-
-def _model(state: State) -> Any:
-    return state.model.module if hasattr(state.model, 'module') else state.model
 
 
 def shape_rows(model: Any) -> list[list[Any]]:
@@ -159,16 +153,9 @@ def reference_losses(state: State) -> dict[str, float]:
     if callback is None or getattr(callback.config, 'ref_losses', None) is None or dataset is None:
         return {}
     try:
-        refs = callback._ref_losses(dataset.domains)  # noqa: SLF001 - the references its rule uses
+        refs = callback.reference_losses(dataset.domains)
     except (AttributeError, ShearError) as err:
         log.debug('wandb_visuals: no reference losses (%s)', err)
         return {}
     return {domain: float(ref) for domain, ref in zip(dataset.domains, refs)}
 
-
-def _eval_loss(state: State, domain: str) -> Optional[float]:
-    """The domain's eval cross entropy (the evaluator labelled with it), or None."""
-    for label, metrics in (state.eval_metrics or {}).items():
-        if label.split('/')[-1] == domain and 'LanguageCrossEntropy' in metrics:
-            return float(metrics['LanguageCrossEntropy'].compute())
-    return None

@@ -5,6 +5,11 @@ from dataclasses import dataclass
 
 from composer_plugins.errors import ConfigError
 
+HEATMAP_KEY = 'masks/heatmap'
+SHAPE_TABLE_KEY = 'tables/model_shape'
+WEIGHTS_TABLE_KEY = 'tables/domain_weights'
+"""The W&B keys of the callback's image and tables (the dashboard's panels name them too)."""
+
 
 @dataclass
 class WandbVisualsConfig:

@@ -125,7 +125,7 @@ def test_callback_fit_equals_shear_ref_loss_fit_at_the_pruning_target(tmp_path, 
     assert record['target_from'] == 'model.pruning.target'
     assert record['fits']['small'] == {'E': fitted.fits['small'].E, 'A': fitted.fits['small'].A,
                                        'alpha': fitted.fits['small'].alpha, 'rmse': fitted.fits['small'].rmse}
-    assert (callback._ref_losses(DOMAINS) == [fitted.references[d] for d in DOMAINS]).all()
+    assert (callback.reference_losses(DOMAINS) == [fitted.references[d] for d in DOMAINS]).all()
 
 
 def test_target_params_overrides_the_run_and_record_file_is_where_it_says(tmp_path):

@@ -14,12 +14,12 @@ into a ``wandb_workspaces`` workspace.
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal, Optional, get_args
 
+from composer_plugins.config.wandb_visuals import HEATMAP_KEY, SHAPE_TABLE_KEY, WEIGHTS_TABLE_KEY
 from composer_plugins.errors import ShearError
 from composer_plugins.pruning.config import MaskType
 
@@ -170,8 +170,8 @@ def _l0_panels(masks: tuple[str, ...]) -> tuple[Panel, ...]:
         multipliers = (Panel('Lagrange multipliers', regex=r'l0/lambda[12]/.*'),)
     return per_mask + multipliers + (
         Panel('Expected parameters', keys=('l0/expected_params',)),
-        Panel('Kept heads and FFN channels per layer', kind='media', keys=('masks/heatmap',)),
-        Panel('Model shape (source, target)', kind='table', keys=('tables/model_shape',)),
+        Panel('Kept heads and FFN channels per layer', kind='media', keys=(HEATMAP_KEY,)),
+        Panel('Model shape (source, target)', kind='table', keys=(SHAPE_TABLE_KEY,)),
     )
 
 
@@ -183,7 +183,7 @@ def _data_panels(domains: tuple[str, ...]) -> tuple[Panel, ...]:
         weights = Panel('Domain weights', kind='stacked_area', regex=r'data/weight/.*')
         samples = Panel('Samples per domain', regex=r'data/samples/.*')
     return (weights, samples, Panel('Weight entropy (nats)', keys=('data/weight_entropy',)),
-            Panel('Final domain weights', kind='table', keys=('tables/domain_weights',)))
+            Panel('Final domain weights', kind='table', keys=(WEIGHTS_TABLE_KEY,)))
 
 
 def _eval_panels(domains: tuple[str, ...]) -> tuple[Panel, ...]:
@@ -206,10 +206,11 @@ def read_run_keys(run_dir: Path) -> set[str]:
     Raises:
         ShearError: naming the file, when it is missing or unreadable.
     """
+    from composer_plugins.loggers.jsonl_metrics import read_metrics
+
     path = Path(run_dir).expanduser() / METRICS_FILENAME
     try:
-        with open(path, encoding='utf-8') as f:
-            records = [json.loads(line) for line in f if line.strip()]
+        records = read_metrics(path)
     except (OSError, ValueError) as err:
         raise ShearError(f'{path}: cannot read the run\'s metrics (was the jsonl logger on?): {err}') from err
     return {key for record in records for key in record if key != 'batch'}
