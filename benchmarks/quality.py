@@ -26,6 +26,20 @@ with the same number of training tokens ``B = (prune_steps + continue_steps) x b
     at the continued stage's 2e-4 with 3 warm-up batches). Runs of (a) in an ``--out`` folder
     made before that date used margin 5 and lr 1e-4; a fresh (a) needs a fresh ``--out``.
 
+The study of learned masks at equal tokens *and* equal FLOPs (``--arms p,q,r,s --prune-steps 200``):
+
+(p) one-shot + continued pre-training (the baseline: (c) in its own folders), and (p=) the same
+    with enough extra continued steps to match the FLOPs of an L0 arm (whose pruning stage
+    trains the full-size source);
+(q) the importance masks frozen (``mask_learning.lr: 0``), trained at full size, then exported
+    and continued: what an L0 run is when its masks do not learn;
+(r) L0 from importance init with the code's learning defaults (clamp [-log 100, log 1000], kept and
+    pruned units at its ends, mask lr 0.5);
+(s) L0 from the paper's dense start.
+
+For every L0 arm the table after the losses gives the units whose decisions changed during
+pruning (``l0/changed_units/<mask>`` at the end of the pruning run).
+
 Every dynamic arm mixes with ``--rule`` (default ``bounded``, the YAMLs'; ``doremi`` is the
 paper's, whose runs use folders without a rule suffix).
 
@@ -85,7 +99,12 @@ ARM_LABELS = {'a': 'L0, init: importance (the default) + dynamic', 'e': 'L0, ini
               'b': 'L0, init: importance + constant weights', 'c': 'one-shot', 'd': 'random init',
               'f': 'one-shot + KD', 'g': 'L0, init: importance + dynamic + KD',
               'h': 'L0, init: importance, margin 8, weights lr 2e-4 + dynamic',
-              'i': 'L0, init: importance, margin 8, weights lr 2e-4 + dynamic + KD'}
+              'i': 'L0, init: importance, margin 8, weights lr 2e-4 + dynamic + KD',
+              'p': 'one-shot (baseline)', 'q': 'importance masks frozen (mask lr 0), trained at full size',
+              'r': 'L0, init: importance (learning defaults)', 's': 'L0, init: dense (paper)'}
+FROZEN_MASK_OVERRIDES = ['callbacks.mask_learning.lr=0']
+LEARNING_MASK_OVERRIDES = ['callbacks.mask_learning.lr=0.5']
+"""Arm (r): the code's default mask rate (``yamls/prune.yaml`` freezes the masks for its 30-batch demo)."""
 DEFAULT_ARMS = 'a,e,c,f,g'
 
 
@@ -133,6 +152,11 @@ class QualityConfig:
     def budget_steps(self) -> int:
         return self.prune_steps + self.continue_steps
 
+    def equal_flops_steps(self, source_params: int, pruned_params: int) -> int:
+        """Whole-budget steps of the pruned shape whose training FLOPs equal an L0 arm's (pruning at the
+        source's size, then continued): ``prune_steps * N_source / N_pruned + continue_steps``, rounded."""
+        return round(self.prune_steps * source_params / pruned_params) + self.continue_steps
+
     @property
     def domains(self) -> tuple[str, ...]:
         return CORPORA[self.corpus]
@@ -178,12 +202,21 @@ def read_mixing(run_dir: Path) -> Optional[Mixing]:
                   {d: values[-1] for d, values in weights.items()}, run.series('data/weight_entropy')[1][-1])
 
 
+def read_changed_units(run_dir: Path) -> dict[str, int]:
+    """``l0/changed_units/<mask>`` at the end of a pruning run (empty when it logged none)."""
+    if not (run_dir / 'metrics.jsonl').is_file():
+        return {}
+    run = load_run(run_dir)
+    return {mask: int(run.series(f'l0/changed_units/{mask}')[1][-1]) for mask in run.suffixes('l0/changed_units/')}
+
+
 @dataclass
 class Comparison:
     config: dict
     rows: list[Row] = field(default_factory=list)
     mixing: list[Mixing] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    changed_units: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def split_corpus(raw: Path, out: Path, fraction: float,
@@ -301,9 +334,11 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
             flops += forward_flops(source_params, cont_tokens)
         models[f'({arm}) {label} + continued, seed {seed}'] = (continued, budget_tokens, arm_seconds(cont_dir), flops)
 
-    def whole_budget_run(run_dir: Path, model_dir: Path, seed: int, *extra: str) -> tuple[Path, Optional[float]]:
+    def whole_budget_run(run_dir: Path, model_dir: Path, seed: int, *extra: str,
+                         steps: Optional[int] = None) -> tuple[Path, Optional[float]]:
+        steps = steps or cfg.budget_steps
         runs.append(run_dir)
-        final = run_dir / 'hf' / 'huggingface' / f'ba{cfg.budget_steps}'
+        final = run_dir / 'hf' / 'huggingface' / f'ba{steps}'
         if (final / 'config.json').is_file():
             log.info('%s already trained', final)
             return final, arm_seconds(run_dir)
@@ -311,23 +346,28 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
         stages.train(CONTINUE_YAML, [
             *common, *seeded(seed), f'variables.model_dir={model_dir}', f'variables.run_dir={run_dir}',
             'train_loader.dataset.weights_from=null', f'train_loader.dataset.weights={start_weights}',
-            f'max_duration={cfg.budget_steps}ba', f'save_interval={cfg.budget_steps}ba',
-            f'callbacks.dynamic_loading.rule={cfg.rule}', *stages.interval_overrides(cfg.budget_steps), *extra])
+            f'max_duration={steps}ba', f'save_interval={steps}ba',
+            f'callbacks.dynamic_loading.rule={cfg.rule}', *stages.interval_overrides(steps), *extra])
         record_seconds(run_dir, started)
         return final, arm_seconds(run_dir)
 
-    def oneshot_arm(seed: int, arm: str = 'c', extra: tuple[str, ...] = ()) -> None:
+    def oneshot_arm(seed: int, arm: str = 'c', extra: tuple[str, ...] = (), equal_flops: bool = False) -> None:
         from composer_plugins.tools.oneshot.prune import OneShotConfig, prune_oneshot, read_target
         pruned = out / 'c-oneshot'
         if not (pruned / 'pruning.json').is_file():
             prune_oneshot(OneShotConfig(model=str(source), data=data, target=read_target(str(PRUNE_YAML)),
                                         out=pruned, calib_rows=cfg.calib_rows, force=True))
         models['(c) one-shot pruned, untrained'] = (pruned, 0, None, calib_flops)
-        final, seconds = whole_budget_run(out / f'{arm}{tag}-s{seed}-continue', pruned, seed, *extra)
-        flops = calib_flops + train_flops(model_params(pruned), budget_tokens)
+        steps = cfg.equal_flops_steps(source_params, model_params(pruned)) if equal_flops else cfg.budget_steps
+        suffix = f'-flops{steps}' if equal_flops else ''
+        final, seconds = whole_budget_run(out / f'{arm}{tag}-s{seed}-continue{suffix}', pruned, seed, *extra,
+                                          steps=steps)
+        tokens = steps * BATCH * SEQ_LEN
+        flops = calib_flops + train_flops(model_params(pruned), tokens)
         if extra:
-            flops += forward_flops(source_params, budget_tokens)
-        models[f'({arm}) {ARM_LABELS[arm]}{mixing} + continued, seed {seed}'] = (final, budget_tokens, seconds, flops)
+            flops += forward_flops(source_params, tokens)
+        budget = f' at the FLOPs of an L0 arm ({steps} steps)' if equal_flops else ''
+        models[f'({arm}) {ARM_LABELS[arm]}{mixing} + continued{budget}, seed {seed}'] = (final, tokens, seconds, flops)
 
     def scratch_arm(seed: int) -> None:
         shape_dir = out / 'c-oneshot'  # only its config is used: model.pretrained=false
@@ -348,6 +388,10 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
         'g': lambda seed: l0_arm('g', seed, cfg.rule, [], prune_arm='a', extra=tuple(kd)),
         'h': lambda seed: l0_arm('h', seed, cfg.rule, LOW_NOISE_OVERRIDES),
         'i': lambda seed: l0_arm('i', seed, cfg.rule, LOW_NOISE_OVERRIDES, prune_arm='h', extra=tuple(kd)),
+        'p': lambda seed: (oneshot_arm(seed, 'p'), oneshot_arm(seed, 'p', equal_flops=True)),
+        'q': lambda seed: l0_arm('q', seed, cfg.rule, FROZEN_MASK_OVERRIDES),
+        'r': lambda seed: l0_arm('r', seed, cfg.rule, LEARNING_MASK_OVERRIDES),
+        's': lambda seed: l0_arm('s', seed, cfg.rule, dense_init_overrides(cfg.prune_steps), dense=True),
     }
     for arm in cfg.arms:
         for seed in cfg.seeds:
@@ -359,6 +403,8 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
             result.rows.append(Row(name, model_params(model_dir), losses, tokens, seconds, flops))
     timed('held-out evaluation', evaluate)
     result.mixing = [m for m in map(read_mixing, dict.fromkeys(runs)) if m is not None]
+    result.changed_units = {run.name: changed for run in dict.fromkeys(runs)
+                            if run.name.endswith('-prune') and (changed := read_changed_units(run))}
     timed('report', lambda: stages.report(list(dict.fromkeys(runs)), out / 'report'))
     return result
 
@@ -386,12 +432,23 @@ def mixing_table(result: Comparison) -> str:
     return '\n'.join(lines) + '\n'
 
 
+def changed_units_table(result: Comparison) -> str:
+    masks = sorted({mask for changed in result.changed_units.values() for mask in changed})
+    lines = ['| pruning run | ' + ' | '.join(masks) + ' |', '|---|' + '---:|' * len(masks)]
+    for run, changed in result.changed_units.items():
+        lines.append(f'| {run} | ' + ' | '.join(str(changed.get(m, '')) for m in masks) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
 def write_outputs(result: Comparison, out: Path) -> Path:
     table = markdown_table(result) + '\nDomain weights of the dynamic runs:\n\n' + mixing_table(result)
+    if result.changed_units:
+        table += '\nUnits whose keep/prune decision changed during pruning (l0/changed_units at its end):\n\n'
+        table += changed_units_table(result)
     (out / 'quality.json').write_text(json.dumps({
         'config': result.config, 'seconds': result.seconds,
         'rows': [{**asdict(row), 'average': row.average} for row in result.rows],
-        'mixing': [asdict(m) for m in result.mixing]}, indent=2) + '\n')
+        'mixing': [asdict(m) for m in result.mixing], 'changed_units': result.changed_units}, indent=2) + '\n')
     path = out / 'quality.md'
     path.write_text('# Held-out loss (nats/token) at the same token budget\n\n' + table
                     + f'\nStage seconds: {json.dumps(result.seconds)}\n')

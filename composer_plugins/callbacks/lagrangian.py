@@ -5,7 +5,8 @@ Registered as ``lagrangian``. The constraint of mask m is
 pruner's ``forward``); the weights and log-alphas minimise ``lm + sum_m`` of it and the
 multipliers maximise it (eq. 3). This callback:
 
-* feeds the step and each mask's target ``t_m(step)`` to the model before every forward;
+* feeds the step, the microbatch index within it (the gate noise is drawn per rank and per
+  microbatch) and each mask's target ``t_m(step)`` to the model before every forward;
   the target ramps linearly over ``target_warmup`` batches from ``s_m`` at the first step
   (about 0 for a dense start, the target itself for an importance start) to the final
   target: ``t_m(n) = s_m0 + (t_m - s_m0) min(n / warmup, 1)``;
@@ -60,6 +61,7 @@ class LagrangianAscent(Callback):
         self._optimizer: Optional[torch.optim.Optimizer] = None
         self._names: list[str] = []
         self._saved: Optional[dict[str, Any]] = None
+        self._microbatch = 0
 
     def init(self, state: State, logger: Logger) -> None:
         multipliers = pruning_model(state, NAME).pruner.lagrangian
@@ -80,6 +82,9 @@ class LagrangianAscent(Callback):
             self.start_sparsity = dict(self._saved['start_sparsity'])
             self._saved = None
 
+    def batch_start(self, state: State, logger: Logger) -> None:
+        self._microbatch = 0
+
     def before_forward(self, state: State, logger: Logger) -> None:
         model = pruning_model(state, NAME)
         masks = model.pruner.l0_masks
@@ -90,6 +95,8 @@ class LagrangianAscent(Callback):
                      _rounded(self.start_sparsity), _rounded(masks.target_sparsity()))
         step = int(state.timestamp.batch.value)
         model.pruning_step = step
+        model.pruning_microbatch = self._microbatch
+        self._microbatch += 1
         model.pruning_targets = {
             name: target_at_step(final, step, self.config.target_warmup_batches, start=self.start_sparsity[name])
             for name, final in masks.target_sparsity().items()

@@ -12,6 +12,7 @@ from typing import Any, Mapping, Optional
 import torch
 from composer.metrics.nlp import LanguageCrossEntropy, LanguagePerplexity
 from composer.models import HuggingFaceModel
+from composer.utils import dist
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -40,6 +41,8 @@ class ShearCausalLM(HuggingFaceModel):
         pruner: the masks and multipliers, or None for plain training.
         pruning_step: the batch of the gate noise; set from ``state.timestamp`` by the
             ``lagrangian`` callback (:class:`~composer_plugins.callbacks.lagrangian.LagrangianAscent`).
+        pruning_microbatch: the microbatch of that batch (counted by the same callback); the
+            gate noise is a function of (seed, batch, rank, microbatch).
         pruning_targets: the target sparsity of each mask at that batch (on the callback's
             ramp); None means the final targets.
         last_pruner_output: the latest forward's :class:`PrunerOutput` (for logging).
@@ -71,6 +74,7 @@ class ShearCausalLM(HuggingFaceModel):
         self.pruner: Optional[Pruner] = None
         self.mask_applier: Optional[MaskApplier] = None
         self.pruning_step = 0
+        self.pruning_microbatch = 0
         self.pruning_targets: Optional[dict[str, float]] = None
         self.last_pruner_output: Optional[PrunerOutput] = None
         self._lagrangian: Optional[torch.Tensor] = None
@@ -84,12 +88,12 @@ class ShearCausalLM(HuggingFaceModel):
         validate_target(source_shape, target_shape)
         mask_types = cfg.mask_types if cfg.mask_types is not None else default_mask_types(source_shape)
         self.pruner = Pruner(source_shape, target_shape, mask_types, source_name=self.source,
-                             sample_seed=cfg.sample_seed)
+                             sample_seed=cfg.sample_seed, eval_at='target' if cfg.eval_target_masks else 'expected')
         self.mask_applier = MaskApplier(self.model, adapter, source_shape)
 
     def forward(self, batch: Mapping[str, Any]) -> Any:
         if self.pruner is not None:
-            out = self.pruner(self.pruning_step, self.pruning_targets)
+            out = self.pruner(self.pruning_step, self.pruning_targets, dist.get_global_rank(), self.pruning_microbatch)
             self.mask_applier.set_masks(out.masks)
             self.last_pruner_output = out
             self._lagrangian = out.lagrangian if self.training else None

@@ -7,9 +7,19 @@ min-max objective (paper eq. 3)::
     L~ = lambda_1 (s~ - t) + lambda_2 (s~ - t)^2
 
 where ``s~`` is the expected sparsity of the mask and ``t`` its target sparsity, ramped
-linearly from 0 during a warmup (:func:`target_at_step`). The masks' ``log_alpha`` and the
-model weights *minimise* the objective, the multipliers *maximise* it: put the multipliers
-in their own optimizer parameter group with ``maximize=True`` (and no weight decay), e.g.
+linearly from 0 during a warmup (:func:`target_at_step`). Where the deterministic mask keeps
+a count per row (per layer for heads, KV groups and FFN channels), the term is computed per
+row ``r`` and averaged, as the original Sheared-LLaMA code does::
+
+    L_m = (1 / R_m) sum_r [ lambda_1 (s_{m,r} - t_m) + lambda_2 (s_{m,r} - t_m)^2 ]
+
+The linear part equals ``lambda_1 (mean_r s_{m,r} - t_m)``; the quadratic part pulls *every*
+row to the target, so a mask cannot meet its constraint with one layer keeping everything
+and another nothing (which the export, keeping the target count per row, would not ship).
+
+The masks' ``log_alpha`` and the model weights *minimise* the objective, the multipliers
+*maximise* it: put the multipliers in their own optimizer parameter group with
+``maximize=True`` (and no weight decay), e.g.
 ``torch.optim.AdamW([{'params': weights}, {'params': lambdas, 'maximize': True, 'weight_decay': 0.0}])``.
 """
 from __future__ import annotations
@@ -71,10 +81,11 @@ class LagrangianMultipliers(nn.Module):
         expected: Mapping[str, torch.Tensor],
         target: Mapping[str, float],
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Computes ``sum_m lambda_1_m (s_m - t_m) + lambda_2_m (s_m - t_m)^2`` (paper eq. 2 / eq. 3).
+        """Computes ``sum_m mean_r [lambda_1_m (s_{m,r} - t_m) + lambda_2_m (s_{m,r} - t_m)^2]`` (paper eq. 2 / 3).
 
         Args:
-            expected: expected sparsity ``s_m`` per mask (0-dim or 1-element tensors).
+            expected: expected sparsity per mask: a 0-dim tensor (one row), or one value per
+                row (:func:`~composer_plugins.pruning.masks.expected_row_sparsity_from_probs`).
             target: target sparsity ``t_m`` per mask.
 
         Returns:
@@ -90,7 +101,7 @@ class LagrangianMultipliers(nn.Module):
         terms: dict[str, torch.Tensor] = {}
         for name in self.names:
             gap = expected[name] - target[name]
-            terms[name] = (self.lambda_1[name] * gap + self.lambda_2[name] * gap * gap).sum()
+            terms[name] = (self.lambda_1[name] * gap + self.lambda_2[name] * gap * gap).mean()
         total = sum(terms.values(), torch.zeros((), device=self._device()))
         return total, terms
 

@@ -10,7 +10,9 @@ by ``kv_group`` (each KV group is then exactly one query head).
 
 Expected counts treat gates as independent, so ``E[1(z_a > 0) 1(z_b > 0)] = p_a p_b`` with
 ``p = keep_prob`` (Louizos et al. 2018, eq. 12); these give the expected sparsities that the
-Lagrangian (paper eq. 2 / eq. 3) drives to the target.
+Lagrangian (paper eq. 2 / eq. 3) drives to the target. The Lagrangian acts on each *row*'s
+expected sparsity (:func:`expected_row_sparsity_from_probs`), because the deterministic
+mask keeps the target count in every row: heads, KV groups and FFN channels per layer.
 """
 from __future__ import annotations
 
@@ -188,6 +190,18 @@ def expected_sparsity_from_probs(probs: Mapping[str, torch.Tensor], shape: Model
     return {name: 1.0 - probs[name].to(dtype).mean() for name in MASK_TYPES if name in probs}
 
 
+def expected_row_sparsity_from_probs(probs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Expected sparsity of every *row* of every mask: ``s_{m,r} = 1 - mean_u p_{m,r,u}``.
+
+    A row is what the deterministic mask keeps a fixed count of (:meth:`L0Masks.deterministic`):
+    one layer's KV groups (``kv_group``, rows ``(L,)``), one group's query heads (``head``,
+    rows ``(L, G)``), one layer's FFN channels (``intermediate``, rows ``(L,)``); ``layer``,
+    ``head_layer``, ``mlp`` and ``hidden`` are one row each (0-dim results). All rows of a
+    mask have the same number of units, so the mean over rows is :func:`expected_sparsity_from_probs`.
+    """
+    return {name: 1.0 - probs[name].mean(-1) for name in MASK_TYPES if name in probs}
+
+
 def expected_params_from_probs(probs: Mapping[str, torch.Tensor], shape: ModelShape) -> torch.Tensor:
     """Expected parameter count under the masks, in float64 (exact for 0/1 probabilities).
 
@@ -280,25 +294,46 @@ class L0Masks(nn.Module):
         """Training masks, one hard concrete sample per gate (Louizos et al. 2018, eqs. 10-11)."""
         return {name: gate.sample(generator) for name, gate in self.gates.items()}
 
-    def deterministic(self) -> dict[str, torch.Tensor]:
-        """Evaluation / export masks with exactly the target's keep count in every row.
+    def deterministic(self, at: str = 'target') -> dict[str, torch.Tensor]:
+        """Evaluation / export masks with an exact number of kept units in every row.
+
+        Args:
+            at: ``target``: the target's keep count in every row (what the export ships);
+                ``expected``: each row keeps ``round(sum_u p_u)`` units, the model that the
+                current gates describe (the original code's ``eval_target_model: false``).
 
         Policy: kept ``hidden`` channels are exactly 1 (so tied embeddings can be exported
         exactly, without folding a per-channel scale into a shared matrix); kept units of the
         other masks carry their stretched soft value, which the export folds into weights.
         """
-        return {
-            name: gate.deterministic(self.specs[name].keep_per_row, binary=name in BINARY_DETERMINISTIC)
-            for name, gate in self.gates.items()
-        }
+        if at not in ('target', 'expected'):
+            raise ValueError(f"at must be 'target' or 'expected', got {at!r}")
+        result = {}
+        for name, gate in self.gates.items():
+            keep: int | torch.Tensor = self.specs[name].keep_per_row
+            if at == 'expected':
+                keep = torch.round(gate.kept_fraction().detach().sum(-1)).long()
+            result[name] = gate.deterministic(keep, binary=name in BINARY_DETERMINISTIC)
+        return result
 
     def keep_probs(self) -> dict[str, torch.Tensor]:
         """``P(z > 0)`` of every gate (Louizos et al. 2018, eq. 12), differentiable."""
         return {name: gate.keep_prob() for name, gate in self.gates.items()}
 
+    def kept_fractions(self) -> dict[str, torch.Tensor]:
+        """The keep probabilities rescaled over the clamp's range (:func:`kept_fraction_of`), differentiable.
+
+        Expected sparsities count these: a unit at either end of the clamp counts exactly 0 or 1.
+        """
+        return {name: gate.kept_fraction() for name, gate in self.gates.items()}
+
     def expected_sparsity(self) -> dict[str, torch.Tensor]:
-        """Expected sparsity per mask (see :func:`expected_sparsity_from_probs`); 0-dim tensors."""
-        return expected_sparsity_from_probs(self.keep_probs(), self.source)
+        """Expected sparsity per mask (see :func:`expected_sparsity_from_probs`) of the kept fractions; 0-dim."""
+        return expected_sparsity_from_probs(self.kept_fractions(), self.source)
+
+    def expected_row_sparsity(self) -> dict[str, torch.Tensor]:
+        """Expected sparsity of every row of every mask (see :func:`expected_row_sparsity_from_probs`)."""
+        return expected_row_sparsity_from_probs(self.kept_fractions())
 
     def expected_params(self, shape: ModelShape | None = None) -> torch.Tensor:
         """Expected parameter count (see :func:`expected_params_from_probs`); defaults to the source shape."""

@@ -47,8 +47,13 @@ def test_metric_keys_and_target_ramp(pruning_run):
     assert len(data['l0/expected_params']) == 24
     assert len(data['loss/train/lagrangian']) == 24
     # the layer target ramps linearly over 16 batches from the dense start's expected sparsity
-    # (1 - keep_prob(log(0.99 / 0.01))) to 1 - 1/2; batch b is step b-1 of the ramp
-    start = 1.0 - 1.0 / (1.0 + math.exp(-(math.log(99.0) - (2 / 3) * math.log(0.1 / 1.1))))
+    # (1 - kept_fraction(log(0.99 / 0.01)): the keep probability over the clamp's range) to 1 - 1/2;
+    # batch b is step b-1 of the ramp
+    def keep_prob(log_alpha: float) -> float:
+        return 1.0 / (1.0 + math.exp(-(log_alpha - (2 / 3) * math.log(0.1 / 1.1))))
+
+    low, high = keep_prob(-math.log(100.0)), keep_prob(math.log(1000.0))
+    start = 1.0 - (keep_prob(math.log(99.0)) - low) / (high - low)
     ramp = [value for _, value in data['l0/target_sparsity/layer']]
     assert ramp[0] == pytest.approx(start, abs=1e-6)
     assert ramp[8] == pytest.approx(start + (0.5 - start) * 8 / 16, abs=1e-6)
@@ -58,12 +63,13 @@ def test_metric_keys_and_target_ramp(pruning_run):
 
 def test_multipliers_ascend_while_sparsity_is_below_target(pruning_run):
     _, data, _ = pruning_run
-    # while s < t, gradient ascent on lambda1 * (s - t) lowers lambda1
-    window = range(6, 16)
+    # while s < t, gradient ascent on lambda1 * (s - t) lowers lambda1 (with the mask rate 0.5 the
+    # sparsity catches the ramp at batch 15 and overshoots it before the multipliers turn)
+    window = range(6, 14)
     below = [data['l0/expected_sparsity/intermediate'][i][1] < data['l0/target_sparsity/intermediate'][i][1]
              for i in window]
     assert all(below)
-    assert data['l0/lambda1/intermediate'][15][1] < data['l0/lambda1/intermediate'][6][1]
+    assert data['l0/lambda1/intermediate'][13][1] < data['l0/lambda1/intermediate'][6][1]
     assert data['l0/lambda2/intermediate'][-1][1] > 0  # (s - t)^2 >= 0 only ever raises lambda2
 
 
@@ -78,7 +84,7 @@ def test_callbacks_own_masks_and_multipliers_not_the_weights_optimizer(pruning_r
     masks = _callback(trainer, 'MaskLearning')._optimizer
     assert {id(p) for g in masks.param_groups for p in g['params']} == \
         {id(p) for p in model.pruner.l0_masks.parameters()}
-    assert [v for _, v in data['l0/mask_lr']] == [pytest.approx(0.05)] * 24  # ... and scaled no mask rate
+    assert [v for _, v in data['l0/mask_lr']] == [pytest.approx(0.5)] * 24  # ... and scaled no mask rate
     dual = _callback(trainer, 'LagrangianAscent')._optimizer
     assert {id(p) for g in dual.param_groups for p in g['params']} == \
         {id(p) for p in model.pruner.lagrangian.parameters()}

@@ -6,14 +6,16 @@ from composer_plugins.pruning.hard_concrete import LOG_ALPHA_MAX, LOG_ALPHA_MIN,
 from composer_plugins.pruning.mask_init import expected_gate_sparsity, log_alpha_from_keep, shift_to_sparsity
 
 
-@pytest.mark.parametrize('target', [0.0625, 0.25, 0.5, 0.8])
+@pytest.mark.parametrize('target', [0.0625, 0.25, 0.5, 0.65])
 def test_shift_reaches_the_target_and_keeps_the_order(target):
     # no unit reaches the clamp
-    log_alpha = torch.randn(6, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    log_alpha = torch.randn(6, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 0.5
     shifted = shift_to_sparsity(log_alpha, target)
-    assert float(expected_gate_sparsity(shifted)) == pytest.approx(target, abs=1e-9)
+    assert shifted.abs().max() < LOG_ALPHA_MAX
+    for row in shifted:  # every row (what the deterministic mask keeps a count of) is on the target
+        assert float(expected_gate_sparsity(row)) == pytest.approx(target, abs=1e-9)
     assert torch.equal(torch.argsort(shifted, dim=-1, stable=True), torch.argsort(log_alpha, dim=-1, stable=True))
-    assert float((shifted - log_alpha).std()) < 1e-12  # one common shift
+    assert float((shifted - log_alpha).std(-1).max()) < 1e-12  # one shift common to each row
 
 
 def test_unreachable_target_ends_at_the_clamp():
@@ -37,5 +39,6 @@ def test_importance_init_keeps_exactly_the_mask_at_the_target_sparsity():
     with torch.no_grad():
         gate.log_alpha.copy_(log_alpha)
     assert torch.equal(gate.deterministic(9) > 0, keep.bool())
-    assert gate.deterministic(9)[keep.bool()].eq(1).all()  # kept units start fully on
+    kept = gate.deterministic(9)[keep.bool()]  # kept units start alike, at their soft value
+    assert bool((kept > 0.9).all()) and float(kept.max() - kept.min()) == 0.0
     assert float(expected_gate_sparsity(gate.log_alpha)) == pytest.approx(0.25, abs=1e-6)

@@ -166,9 +166,14 @@ def _l0_panels(masks: tuple[str, ...]) -> tuple[Panel, ...]:
                      for mask in shown)
     if masks:
         multipliers = (Panel('Lagrange multipliers', keys=tuple(f'l0/lambda{i}/{m}' for m in masks for i in (1, 2))),)
+        learning = (Panel('Changed units since step 0', keys=tuple(f'l0/changed_units/{m}' for m in masks)),
+                    Panel('Undecided gates (keep prob in (0.05, 0.95))',
+                          keys=tuple(f'l0/decision_margin/{m}' for m in masks)))
     else:
         multipliers = (Panel('Lagrange multipliers', regex=r'l0/lambda[12]/.*'),)
-    return per_mask + multipliers + (
+        learning = (Panel('Changed units since step 0', regex=r'l0/changed_units/.*'),
+                    Panel('Undecided gates (keep prob in (0.05, 0.95))', regex=r'l0/decision_margin/.*'))
+    return per_mask + multipliers + learning + (
         Panel('Expected parameters', keys=('l0/expected_params',)),
         Panel('Kept heads and FFN channels per layer', kind='media', keys=(HEATMAP_KEY,)),
         Panel('Model shape (source, target)', kind='table', keys=(SHAPE_TABLE_KEY,)),
@@ -178,11 +183,13 @@ def _l0_panels(masks: tuple[str, ...]) -> tuple[Panel, ...]:
 def _data_panels(domains: tuple[str, ...]) -> tuple[Panel, ...]:
     if domains:
         weights = Panel('Domain weights', kind='stacked_area', keys=tuple(f'data/weight/{d}' for d in domains))
+        gaps = Panel('Loss gap to the reference, per update', keys=tuple(f'data/gap/{d}' for d in domains))
         samples = Panel('Samples per domain', keys=tuple(f'data/samples/{d}' for d in domains))
     else:
         weights = Panel('Domain weights', kind='stacked_area', regex=r'data/weight/.*')
+        gaps = Panel('Loss gap to the reference, per update', regex=r'data/gap/.*')
         samples = Panel('Samples per domain', regex=r'data/samples/.*')
-    return (weights, samples, Panel('Weight entropy (nats)', keys=('data/weight_entropy',)),
+    return (weights, gaps, samples, Panel('Weight entropy (nats)', keys=('data/weight_entropy',)),
             Panel('Final domain weights', kind='table', keys=(WEIGHTS_TABLE_KEY,)))
 
 

@@ -85,6 +85,15 @@ def summary_table(runs: Sequence[RunData]) -> list[str]:
     return lines
 
 
+def _changed_units_line(run: RunData) -> str:
+    """``- run: changed units at the end: mask n of N, ...`` (the last logged value per mask)."""
+    parts = []
+    for mask in run.suffixes('l0/changed_units/'):
+        _, values = run.series(f'l0/changed_units/{mask}')
+        parts.append(f'{mask} {int(values[-1])}' if values else f'{mask} {MISSING}')
+    return f'- `{run.name}`: units whose decision changed since step 0, at the end: {", ".join(parts)}'
+
+
 def _image(lines: list[str], path: Optional[Path], out_dir: Path, alt: str) -> bool:
     if path is None:
         return False
@@ -128,6 +137,12 @@ def write_report(
     lines += ['## Sparsity', '']
     if not _image(lines, plots.plot_sparsity(runs, out / 'sparsity.png'), out, 'expected vs target sparsity'):
         lines += ['No `l0/expected_sparsity/*` metrics in these runs (not pruning runs).', '']
+
+    lines += ['## Do the masks learn?', '']
+    if _image(lines, plots.plot_changed_units(runs, out / 'changed_units.png'), out, 'changed units'):
+        lines += [_changed_units_line(run) for run in runs if run.suffixes('l0/changed_units/')] + ['']
+    else:
+        lines += ['No `l0/changed_units/*` metrics in these runs.', '']
 
     lines += ['## Masks per layer', '']
     any_masks = False

@@ -53,21 +53,30 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 def plot_domain_weights(runs: Sequence[RunData], path: Path) -> Optional[Path]:
-    """Domain weights (``data/weight/<domain>``) over batches, one line per run and domain."""
+    """Domain weights (``data/weight/<domain>``, left) and the loss gaps that set them (``data/gap/<domain>``,
+    right) over batches, one line per run and domain."""
     drawn = [(i, run, run.suffixes('data/weight/')) for i, run in enumerate(runs)]
     if not any(domains for _, _, domains in drawn):
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     color = _Colors()
     for index, run, domains in drawn:
         for domain in domains:
             steps, values = run.series(f'data/weight/{domain}')
-            ax.plot(steps, values, color=color(domain), label=_label(run, domain, runs),
-                    **_marker(index, len(steps)))
-    ax.set(xlabel='batch', ylabel='domain weight', title='Domain weights', ylim=(0, None))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize='small')
+            left.plot(steps, values, color=color(domain), label=_label(run, domain, runs),
+                      **_marker(index, len(steps)))
+            steps, values = run.series(f'data/gap/{domain}')
+            if steps:
+                right.plot(steps, values, color=color(domain), label=_label(run, domain, runs),
+                           **(_marker(index, len(steps)) or {'marker': '.'}))
+    left.set(xlabel='batch', ylabel='domain weight', title='Domain weights', ylim=(0, None))
+    right.set(xlabel='batch', ylabel='eval loss - reference (nats)', title='Loss gap at each update')
+    right.axhline(0.0, color='grey', linewidth=0.8)
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize='small')
     return _save(fig, path)
 
 
@@ -91,6 +100,35 @@ def plot_sparsity(runs: Sequence[RunData], path: Path) -> Optional[Path]:
     ax.set(xlabel='batch', ylabel='sparsity', title='Expected (solid) vs target (dashed) sparsity')
     ax.grid(alpha=0.3)
     ax.legend(fontsize='x-small', ncol=2)
+    return _save(fig, path)
+
+
+def plot_changed_units(runs: Sequence[RunData], path: Path) -> Optional[Path]:
+    """Units whose keep/prune decision differs from step 0's (left) and undecided gates (right), per mask.
+
+    Masks that learn show changed units above 0; a flat 0 means the run kept its initial masks.
+    """
+    drawn = [(i, run, run.suffixes('l0/changed_units/')) for i, run in enumerate(runs)]
+    if not any(masks for _, _, masks in drawn):
+        return None
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    color = _Colors()
+    for index, run, masks in drawn:
+        for mask in masks:
+            steps, values = run.series(f'l0/changed_units/{mask}')
+            left.plot(steps, values, color=color(mask), label=_label(run, mask, runs), **_marker(index, len(steps)))
+            steps, values = run.series(f'l0/decision_margin/{mask}')
+            if steps:
+                right.plot(steps, values, color=color(mask), label=_label(run, mask, runs),
+                           **_marker(index, len(steps)))
+    left.set(xlabel='batch', ylabel='units', title='Changed keep/prune decisions since step 0')
+    right.set(xlabel='batch', ylabel='share of gates', title='Undecided gates (keep prob in (0.05, 0.95))',
+              ylim=(0, None))
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize='small')
     return _save(fig, path)
 
 
