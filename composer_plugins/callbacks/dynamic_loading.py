@@ -9,6 +9,8 @@ Metric keys:
 
 * ``eval/<domain>/loss``: the domain's eval cross entropy;
 * ``data/weight/<domain>``: the weight of the next interval;
+* ``data/gap/<domain>``: the domain's eval loss minus its reference loss (before any clamp),
+  the gap this update read;
 * ``data/weight_entropy``: the entropy of those weights in nats (``ln k`` is uniform, 0 one domain);
 * ``data/samples/<domain>``: samples drawn from the domain so far (every batch);
 * ``data/ref_loss/<domain>``: with ``ref_losses: {scaling_law: CSV}``, the reference fitted at fit
@@ -145,9 +147,10 @@ class DynamicLoading(Callback):
         step = int(state.timestamp.batch)
         self.history.append({'batch': step, 'losses': losses.tolist(), 'weights': new.tolist()})
         metrics: dict[str, float] = {'data/weight_entropy': weight_entropy(new)}
-        for domain, loss, weight in zip(dataset.domains, losses, new):
+        for domain, loss, ref, weight in zip(dataset.domains, losses, refs, new):
             metrics[f'eval/{domain}/loss'] = float(loss)
             metrics[f'data/weight/{domain}'] = float(weight)
+            metrics[f'data/gap/{domain}'] = float(loss - ref)
         logger.log_metrics(metrics)
         if cfg.weights_file is not None and dist.get_global_rank() == 0:
             write_domain_weights(cfg.weights_file, step, dict(zip(dataset.domains, new.tolist())))

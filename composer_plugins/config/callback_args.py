@@ -97,14 +97,16 @@ class DynamicLoadingConfig:
 
     Attributes:
         rule: ``doremi`` (the paper's, w ∝ w·exp(max(l − ref, 0))), ``bounded`` (a relative gap
-            max(l − ref, 0) / ref and a floor of ``floor / k`` per domain) or ``constant``.
+            max(l − ref, 0) / ref, and no update takes a domain below ``floor / k``; with no gap the
+            weights stay as they are) or ``constant``.
         ref_losses: reference loss per domain, as a mapping or a list in domain order, or
             ``{scaling_law: CSV, target_params: N}`` (:class:`ScalingLawRefs`): the prediction of
             ``L(N) = E + A / N^alpha`` fitted per domain to a model family's losses, at the run's
             target size (required by ``doremi`` and ``bounded``; checked against the run's domains at load).
         clamp_gap: clamp the loss gap at 0 (paper); false matches the original code.
         smoothing: weight of the uniform distribution mixed into the new weights (``doremi``).
-        floor: ``f`` of rule ``bounded``: each domain keeps at least ``f / k`` of the mixture.
+        floor: ``f`` of rule ``bounded``: no update takes a domain below ``f / k`` of the mixture
+            (or below its current weight, where that is lower).
         weights_file: if set, rank 0 writes the latest weights there after every update
             (``{"batch": b, "domains": {...}}``), which a later stage reads with
             ``train_loader.dataset.weights_from``.

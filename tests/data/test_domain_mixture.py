@@ -15,7 +15,13 @@ import torch
 
 from composer_plugins.config.load import load_run_config
 from composer_plugins.data.mixture_schedule import apportion
-from composer_plugins.data.weight_rules import bounded_update, constant_update, doremi_update, weight_entropy
+from composer_plugins.data.weight_rules import (
+    bounded_update,
+    constant_update,
+    doremi_update,
+    lift_to_floor,
+    weight_entropy,
+)
 from composer_plugins.errors import ConfigError
 from conftest import MIXTURE_YAML, REPO_ROOT, run_train, subprocess_env, train_command
 
@@ -48,7 +54,7 @@ def test_bounded_rule_uses_the_relative_gap_and_keeps_every_domain_above_its_flo
     refs = np.array([2.0, 4.0, 1.0])
     new = bounded_update(w, losses=np.array([3.0, 4.0, 0.5]), ref_losses=refs, floor=0.3)
     expected = w * np.exp([0.5, 0.0, 0.0])  # (3 - 2) / 2; at and below the reference: 0
-    assert new == pytest.approx(0.7 * expected / expected.sum() + 0.1)
+    assert new == pytest.approx(expected / expected.sum())  # every domain above the floor 0.1: untouched
     # Gaps of several nats, as right after pruning: the paper's rule collapses the mix in three updates,
     # the bounded rule keeps every domain at or above floor / k.
     paper, bounded = w.copy(), w.copy()
@@ -59,6 +65,41 @@ def test_bounded_rule_uses_the_relative_gap_and_keeps_every_domain_above_its_flo
     assert paper.min() < 0.001 and bounded.min() >= 0.3 / 3 - 1e-12
     assert weight_entropy(bounded) > weight_entropy(paper)
     assert weight_entropy(np.ones(4) / 4) == pytest.approx(np.log(4)) and weight_entropy(np.array([1.0, 0.0])) == 0.0
+
+
+REDPAJAMA = np.array([0.67, 0.045, 0.045, 0.02, 0.045, 0.025, 0.15])  # the paper's starting mixture
+
+
+def test_bounded_rule_keeps_any_mixture_when_no_domain_lags():
+    """A floor, not smoothing: with every gap at 0 the RedPajama start is unchanged after 10 updates
+    (it had drifted to within 0.139-0.158 of uniform, with 0.3 of uniform mixed in at every update)."""
+    weights = REDPAJAMA.copy()
+    refs = np.full(7, 2.0)
+    for _ in range(10):
+        weights = bounded_update(weights, losses=refs - np.linspace(0.0, 0.5, 7), ref_losses=refs)
+    assert weights == pytest.approx(REDPAJAMA, abs=1e-12)
+
+
+def test_bounded_rule_lifts_only_what_falls_below_the_floor():
+    refs = np.full(7, 2.0)
+    losses = refs.copy()
+    losses[3] = 8.0  # one domain far behind its reference: relative gap 3 a update
+    weights = REDPAJAMA.copy()
+    for _ in range(3):
+        weights = bounded_update(weights, losses, refs, floor=0.3)
+        floors = np.minimum(0.3 / 7, REDPAJAMA)
+        assert weights.sum() == pytest.approx(1.0) and (weights >= floors - 1e-12).all()
+    assert weights[3] > 0.5  # the lagging domain gained ...
+    # ... and the small domains stopped at the floor 0.3 / 7, or at their own weight where it was lower (0.025)
+    assert weights[[1, 2, 4, 5]] == pytest.approx([0.3 / 7, 0.3 / 7, 0.3 / 7, 0.025])
+
+
+def test_floor_water_filling():
+    lifted = lift_to_floor(np.array([0.9, 0.08, 0.02]), np.array([0.1, 0.1, 0.1]))
+    assert lifted == pytest.approx([0.8, 0.1, 0.1])
+    assert lift_to_floor(np.array([0.5, 0.3, 0.2]), np.full(3, 0.1)) == pytest.approx([0.5, 0.3, 0.2])
+    with pytest.raises(ValueError, match='add up to more than 1'):
+        lift_to_floor(np.ones(3) / 3, np.full(3, 0.5))
 
 
 def test_apportionment_is_largest_remainder():
