@@ -52,32 +52,43 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def plot_domain_weights(runs: Sequence[RunData], path: Path) -> Optional[Path]:
-    """Domain weights (``data/weight/<domain>``, left) and the loss gaps that set them (``data/gap/<domain>``,
-    right) over batches, one line per run and domain."""
-    drawn = [(i, run, run.suffixes('data/weight/')) for i, run in enumerate(runs)]
-    if not any(domains for _, _, domains in drawn):
+def _paired_panels(runs: Sequence[RunData], left_prefix: str, right_prefix: str) -> Optional[tuple[Any, Any, Any]]:
+    """A figure of two panels: ``<left_prefix><name>`` (left) and ``<right_prefix><name>`` (right) over batches,
+    one line per run and name (the names of the left keys), the same colour per name on both; None without data."""
+    drawn = [(i, run, run.suffixes(left_prefix)) for i, run in enumerate(runs)]
+    if not any(names for _, _, names in drawn):
         return None
-    plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, right) = _pyplot().subplots(1, 2, figsize=(11, 4))
     color = _Colors()
-    for index, run, domains in drawn:
-        for domain in domains:
-            steps, values = run.series(f'data/weight/{domain}')
-            left.plot(steps, values, color=color(domain), label=_label(run, domain, runs),
-                      **_marker(index, len(steps)))
-            steps, values = run.series(f'data/gap/{domain}')
-            if steps:
-                right.plot(steps, values, color=color(domain), label=_label(run, domain, runs),
-                           **(_marker(index, len(steps)) or {'marker': '.'}))
-    left.set(xlabel='batch', ylabel='domain weight', title='Domain weights', ylim=(0, None))
-    right.set(xlabel='batch', ylabel='eval loss - reference (nats)', title='Loss gap at each update')
-    right.axhline(0.0, color='grey', linewidth=0.8)
-    for ax in (left, right):
+    for index, run, names in drawn:
+        for name in names:
+            for ax, prefix in ((left, left_prefix), (right, right_prefix)):
+                steps, values = run.series(f'{prefix}{name}')
+                if steps:
+                    ax.plot(steps, values, color=color(name), label=_label(run, name, runs),
+                            **_marker(index, len(steps)))
+    return fig, left, right
+
+
+def _finish_panels(fig: Any, axes: Sequence[Any], path: Path) -> Path:
+    for ax in axes:
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize='small')
     return _save(fig, path)
+
+
+def plot_domain_weights(runs: Sequence[RunData], path: Path) -> Optional[Path]:
+    """Domain weights (``data/weight/<domain>``, left) and the loss gaps that set them (``data/gap/<domain>``,
+    right) over batches, one line per run and domain."""
+    panels = _paired_panels(runs, 'data/weight/', 'data/gap/')
+    if panels is None:
+        return None
+    fig, left, right = panels
+    left.set(xlabel='batch', ylabel='domain weight', title='Domain weights', ylim=(0, None))
+    right.set(xlabel='batch', ylabel='eval loss - reference (nats)', title='Loss gap at each update')
+    right.axhline(0.0, color='grey', linewidth=0.8)
+    return _finish_panels(fig, (left, right), path)
 
 
 def plot_sparsity(runs: Sequence[RunData], path: Path) -> Optional[Path]:
@@ -108,28 +119,14 @@ def plot_changed_units(runs: Sequence[RunData], path: Path) -> Optional[Path]:
 
     Masks that learn show changed units above 0; a flat 0 means the run kept its initial masks.
     """
-    drawn = [(i, run, run.suffixes('l0/changed_units/')) for i, run in enumerate(runs)]
-    if not any(masks for _, _, masks in drawn):
+    panels = _paired_panels(runs, 'l0/changed_units/', 'l0/decision_margin/')
+    if panels is None:
         return None
-    plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    color = _Colors()
-    for index, run, masks in drawn:
-        for mask in masks:
-            steps, values = run.series(f'l0/changed_units/{mask}')
-            left.plot(steps, values, color=color(mask), label=_label(run, mask, runs), **_marker(index, len(steps)))
-            steps, values = run.series(f'l0/decision_margin/{mask}')
-            if steps:
-                right.plot(steps, values, color=color(mask), label=_label(run, mask, runs),
-                           **_marker(index, len(steps)))
+    fig, left, right = panels
     left.set(xlabel='batch', ylabel='units', title='Changed keep/prune decisions since step 0')
     right.set(xlabel='batch', ylabel='share of gates', title='Undecided gates (keep prob in (0.05, 0.95))',
               ylim=(0, None))
-    for ax in (left, right):
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize='small')
-    return _save(fig, path)
+    return _finish_panels(fig, (left, right), path)
 
 
 def plot_mask_heatmap(run: RunData, path: Path) -> Optional[Path]:
