@@ -33,7 +33,7 @@ DEFAULT_MASK_LR = 0.5
 Measured on the planted-structure tests (tests/callbacks/test_planted_structure.py, 60 steps):
 at 0.1 and 0.2 no unit of the wrong importance start moves (22 % of the pruned set on the
 planted channels, as frozen; 23 % still after 150 steps at 0.1), at 0.5 97 % (dense start:
-96 %). On SmolLM2 the same rate costs loss at short budgets: ``yamls/prune.yaml`` (30 batches)
+97 %). On SmolLM2 the same rate costs loss at short budgets: ``yamls/prune.yaml`` (30 batches)
 freezes the masks, see its comment and the README.
 """
 
