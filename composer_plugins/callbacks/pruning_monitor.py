@@ -43,12 +43,12 @@ from composer_plugins.config.typed import from_dict
 from composer_plugins.errors import ShearError
 from composer_plugins.models.causal_lm import ShearCausalLM
 from composer_plugins.models.mask_summary import summarize_masks
-from composer_plugins.pruning.hard_concrete import deterministic_mask, kept_fraction_of
-from composer_plugins.pruning.masks import BINARY_DETERMINISTIC
+from composer_plugins.pruning.hard_concrete import kept_fraction_of
 
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 2
+_READABLE_VERSIONS = (1, 2)  # version 1 held no keep decisions
 NAME = 'pruning_monitor'
 UNDECIDED = (0.05, 0.95)
 """Keep probabilities strictly inside this interval count towards ``l0/decision_margin``."""
@@ -132,9 +132,13 @@ class PruningMonitor(Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         state = unpacked(state)
-        if state.get('version') != STATE_VERSION:
-            raise ShearError(f'pruning_monitor state version {state.get("version")} != {STATE_VERSION}')
+        if state.get('version') not in _READABLE_VERSIONS:
+            raise ShearError(f'pruning_monitor state version {state.get("version")} is not one of {_READABLE_VERSIONS}')
         self._mask_names = list(state['mask_names'])
+        if state['version'] == 1:  # saved before decisions were tracked: they count from the resumed batch on
+            log.info('pruning_monitor: resumed from a checkpoint without keep decisions; l0/changed_units counts '
+                     'from the first resumed batch')
+            return
         self._initial = dict(state['initial'])
         self._previous = dict(state['previous'])
         self._last_change = dict(state['last_change'])
@@ -143,12 +147,9 @@ class PruningMonitor(Callback):
 def _decisions(model: ShearCausalLM, values: bool = False) -> dict[str, torch.Tensor]:
     """The target-shaped deterministic masks (CPU), as keep decisions (bool) or with their values."""
     masks = model.pruner.l0_masks
-    result = {}
-    for name, gate in masks.gates.items():
-        mask = deterministic_mask(full(gate.log_alpha.detach()), masks.specs[name].keep_per_row,
-                                  binary=name in BINARY_DETERMINISTIC).cpu()
-        result[name] = mask if values else mask > 0
-    return result
+    gathered = {name: full(gate.log_alpha.detach()) for name, gate in masks.gates.items()}
+    return {name: mask.cpu() if values else mask.cpu() > 0
+            for name, mask in masks.deterministic(log_alphas=gathered).items()}
 
 
 def _target_warmup(state: State) -> int:

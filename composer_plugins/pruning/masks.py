@@ -25,7 +25,7 @@ from torch import nn
 
 from composer_plugins.errors import ConfigError
 from composer_plugins.pruning.config import DEFAULT_INIT_DROP_PROB
-from composer_plugins.pruning.hard_concrete import HardConcreteGate
+from composer_plugins.pruning.hard_concrete import HardConcreteGate, deterministic_mask, kept_fraction_of
 from composer_plugins.pruning.lagrangian import target_at_step
 from composer_plugins.pruning.shapes import (
     HEAD,
@@ -294,13 +294,16 @@ class L0Masks(nn.Module):
         """Training masks, one hard concrete sample per gate (Louizos et al. 2018, eqs. 10-11)."""
         return {name: gate.sample(generator) for name, gate in self.gates.items()}
 
-    def deterministic(self, at: str = 'target') -> dict[str, torch.Tensor]:
+    def deterministic(self, at: str = 'target',
+                      log_alphas: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Evaluation / export masks with an exact number of kept units in every row.
 
         Args:
             at: ``target``: the target's keep count in every row (what the export ships);
                 ``expected``: each row keeps ``round(sum_u p_u)`` units, the model that the
                 current gates describe (the original code's ``eval_target_model: false``).
+            log_alphas: the gates' ``log_alpha`` by mask name, where they are not the gates'
+                own tensors (e.g. gathered from FSDP2 shards outside ``forward``).
 
         Policy: kept ``hidden`` channels are exactly 1 (so tied embeddings can be exported
         exactly, without folding a per-channel scale into a shared matrix); kept units of the
@@ -310,10 +313,11 @@ class L0Masks(nn.Module):
             raise ValueError(f"at must be 'target' or 'expected', got {at!r}")
         result = {}
         for name, gate in self.gates.items():
+            log_alpha = (log_alphas[name] if log_alphas is not None else gate.log_alpha).detach()
             keep: int | torch.Tensor = self.specs[name].keep_per_row
             if at == 'expected':
-                keep = torch.round(gate.kept_fraction().detach().sum(-1)).long()
-            result[name] = gate.deterministic(keep, binary=name in BINARY_DETERMINISTIC)
+                keep = torch.round(kept_fraction_of(log_alpha).sum(-1)).long()
+            result[name] = deterministic_mask(log_alpha, keep, binary=name in BINARY_DETERMINISTIC)
         return result
 
     def keep_probs(self) -> dict[str, torch.Tensor]:
