@@ -78,7 +78,8 @@ class PruningMonitor(Callback):
 
     def batch_start(self, state: State, logger: Logger) -> None:
         if not self._initial:  # after every fit_start (the masks' initialisation), before the first update
-            self._initial = _decisions(self._model(state))
+            model = self._model(state)
+            self._initial = _decisions(model, _gathered_log_alphas(model))
             self._previous = dict(self._initial)
 
     def batch_end(self, state: State, logger: Logger) -> None:
@@ -87,15 +88,16 @@ class PruningMonitor(Callback):
         if out is None:
             return
         step = int(state.timestamp.batch.value)
-        decisions = _decisions(model)
+        gathered = _gathered_log_alphas(model)  # one gather per mask under FSDP2, for both metrics
+        decisions = _decisions(model, gathered)
         metrics: dict[str, Any] = {'l0/expected_params': float(out.expected_params.detach())}
-        for name, gate in model.pruner.l0_masks.gates.items():
+        for name in model.pruner.l0_masks.names:
             metrics[f'l0/expected_sparsity/{name}'] = float(out.expected_sparsity[name].detach())
             metrics[f'l0/target_sparsity/{name}'] = float(out.target_sparsity[name])
             metrics[f'l0/lambda1/{name}'] = _scalar(model.pruner.lagrangian.lambda_1[name])
             metrics[f'l0/lambda2/{name}'] = _scalar(model.pruner.lagrangian.lambda_2[name])
             metrics[f'l0/changed_units/{name}'] = int((decisions[name] != self._initial[name]).sum())
-            probs = kept_fraction_of(full(gate.log_alpha.detach()))
+            probs = kept_fraction_of(gathered[name])
             metrics[f'l0/decision_margin/{name}'] = float(((probs > UNDECIDED[0]) & (probs < UNDECIDED[1]))
                                                           .float().mean())
             if not torch.equal(decisions[name], self._previous[name]):
@@ -115,7 +117,7 @@ class PruningMonitor(Callback):
         model = self._model(state)
         if model.last_pruner_output is None:
             return
-        masks = _decisions(model, values=True)  # a collective under FSDP2: every rank computes them
+        masks = _decisions(model, _gathered_log_alphas(model), values=True)  # a collective under FSDP2: every rank
         if dist.get_global_rank() != 0:
             return
         step = int(state.timestamp.batch.value)
@@ -144,12 +146,16 @@ class PruningMonitor(Callback):
         self._last_change = dict(state['last_change'])
 
 
-def _decisions(model: ShearCausalLM, values: bool = False) -> dict[str, torch.Tensor]:
+def _gathered_log_alphas(model: ShearCausalLM) -> dict[str, torch.Tensor]:
+    """Every gate's whole ``log_alpha`` (gathered if FSDP2 sharded it: a collective, call it on every rank)."""
+    return {name: full(gate.log_alpha.detach()) for name, gate in model.pruner.l0_masks.gates.items()}
+
+
+def _decisions(model: ShearCausalLM, gathered: dict[str, torch.Tensor],
+               values: bool = False) -> dict[str, torch.Tensor]:
     """The target-shaped deterministic masks (CPU), as keep decisions (bool) or with their values."""
-    masks = model.pruner.l0_masks
-    gathered = {name: full(gate.log_alpha.detach()) for name, gate in masks.gates.items()}
     return {name: mask.cpu() if values else mask.cpu() > 0
-            for name, mask in masks.deterministic(log_alphas=gathered).items()}
+            for name, mask in model.pruner.l0_masks.deterministic(log_alphas=gathered).items()}
 
 
 def _target_warmup(state: State) -> int:
