@@ -21,6 +21,7 @@ import torch
 from composer_plugins.callbacks.finite_guard import is_nonfinite
 from composer_plugins.models.causal_lm import ShearCausalLM
 from composer_plugins.models.export import export_pruned_model
+from composer_plugins.pruning.config import MASK_CALLBACKS
 
 SOURCE_OVERRIDES = dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=14,
                         num_attention_heads=8, num_key_value_heads=4)
@@ -68,6 +69,7 @@ def main() -> None:
         'target': TARGET, 'mask_types': ['layer', 'kv_group', 'head', 'intermediate', 'hidden'],
     })
     pruning.model.load_state_dict(plain.model.state_dict())
+    pruning.armed_by.update(MASK_CALLBACKS)  # the masks' optimizers below stand in for the two callbacks
     params = sum(p.numel() for p in plain.model.parameters())
     ids = torch.randint(0, 256, (args.batch, args.seq))
     batch = {'input_ids': ids, 'attention_mask': torch.ones_like(ids), 'labels': ids}

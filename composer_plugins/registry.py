@@ -32,7 +32,7 @@ ENTRY_POINTS: dict[str, dict[str, str]] = {
     'dataloaders': {'domain_mixture': 'composer_plugins.data.mixture_loader:build_domain_mixture_dataloader'},
     'optimizers': {'adamw': 'torch.optim:AdamW'},  # supports per-group maximize (the multipliers' ascent)
     'tokenizers': {'byte-level': 'data_prep.byte_tokenizer:ByteLevelTokenizer'},
-    'config_transforms': {'shear_fsdp2': 'composer_plugins.config.fsdp_version:use_fsdp2'},
+    'config_transforms': {'shear_run': 'composer_plugins.config.foundry:shear_run_transform'},
 }
 """``{llm-foundry registry: {name: 'module:attribute'}}``."""
 

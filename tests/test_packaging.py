@@ -15,7 +15,6 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-import yaml
 
 from conftest import REPO_ROOT, TINY_YAML
 
@@ -76,25 +75,19 @@ def test_installed_shear_demo_tiny_runs_outside_the_checkout(installed):
 
 
 def test_llmfoundry_train_entry_finds_the_components_without_an_import(installed, corpus_dir):
-    """llm-foundry's own ``train_from_yaml`` runs ``yamls/tiny.yaml``'s components.
+    """llm-foundry's own ``train_from_yaml`` runs ``yamls/tiny.yaml`` unchanged.
 
-    The model, tokenizer, callbacks and logger are found through the installed entry points.
+    The model, tokenizer, callbacks, logger and the recipe's config transform are found through
+    the installed entry points.
     """
-    from composer_plugins.config.foundry import to_foundry_config
-    from composer_plugins.config.load import load_run_config
-
     run_dir = installed['work'] / 'foundry'
-    cfg = to_foundry_config(load_run_config(str(TINY_YAML), [
-        f'variables.data_dir={corpus_dir}', f'variables.run_dir={run_dir}', 'max_duration=4ba', 'eval_interval=2ba',
-        'save_interval=4ba',
-    ]))
-    assert cfg['model']['name'] == 'shear_causal_lm' and cfg['tokenizer']['name'] == 'byte-level'
-    assert 'finite_guard' in cfg['callbacks'] and 'jsonl' in cfg['loggers']
-    foundry_yaml = installed['work'] / 'foundry.yaml'
-    foundry_yaml.write_text(yaml.safe_dump(cfg))
+    overrides = [f'variables.data_dir={corpus_dir}', f'variables.run_dir={run_dir}', 'max_duration=4ba',
+                 'eval_interval=2ba', 'save_interval=4ba']
     script = ('import sys\nfrom llmfoundry.command_utils import train_from_yaml\n'
-              'train_from_yaml(sys.argv[1], [])\n')
-    proc = subprocess.run([str(installed['bin'] / 'python'), '-c', script, str(foundry_yaml)], cwd=installed['work'],
+              'trainer = train_from_yaml(sys.argv[1], sys.argv[2:])\n'
+              "assert 'FiniteGuard' in {type(c).__name__ for c in trainer.state.callbacks}\n")
+    proc = subprocess.run([str(installed['bin'] / 'python'), '-c', script, str(TINY_YAML), *overrides],
+                          cwd=installed['work'],
                           env=_clean_env(installed['root']), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-5000:]
     assert (run_dir / 'checkpoints' / 'ep0-ba4-rank0.pt').exists()

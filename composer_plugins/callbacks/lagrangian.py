@@ -27,6 +27,8 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 
 from composer_plugins.callbacks.pruning_params import (
+    HeldGradients,
+    arm,
     check_saved_state,
     full,
     load_optimizer_state,
@@ -55,6 +57,9 @@ class LagrangianAscent(Callback):
             validated here (a bad key or value is one :class:`ConfigError` naming it).
     """
 
+    callback_name = NAME
+    """What :func:`~composer_plugins.callbacks.pruning_params.arm` looks for in the run's callbacks."""
+
     def __init__(self, **kwargs: Any) -> None:
         self.config: LagrangianConfig = from_dict(LagrangianConfig, kwargs, f'callbacks.{NAME}')
         self.start_sparsity: Optional[dict[str, float]] = None
@@ -62,16 +67,16 @@ class LagrangianAscent(Callback):
         self._names: list[str] = []
         self._saved: Optional[dict[str, Any]] = None
         self._microbatch = 0
+        self._held = HeldGradients()
 
     def init(self, state: State, logger: Logger) -> None:
-        multipliers = pruning_model(state, NAME).pruner.lagrangian
+        multipliers = arm(state, NAME).pruner.lagrangian
         remove_from_optimizers(state.optimizers, multipliers.parameters())
 
     def fit_start(self, state: State, logger: Logger) -> None:
         multipliers = pruning_model(state, NAME).pruner.lagrangian
         self._names = [f'lambda_{i}.{m}' for i in (1, 2) for m in multipliers.names]
-        params = [multipliers.lambda_1[m] for m in multipliers.names] + \
-                 [multipliers.lambda_2[m] for m in multipliers.names]
+        params = self._params(state)
         cfg = self.config
         if cfg.rule == 'adam':
             self._optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, maximize=True)
@@ -102,10 +107,20 @@ class LagrangianAscent(Callback):
             for name, final in masks.target_sparsity().items()
         }
 
+    def after_backward(self, state: State, logger: Logger) -> None:
+        self._held.take(self._params(state))
+
     def after_train_batch(self, state: State, logger: Logger) -> None:
         assert self._optimizer is not None
+        self._held.give_back(self._params(state))
         self._optimizer.step()
         self._optimizer.zero_grad(set_to_none=True)
+
+    def _params(self, state: State) -> list[torch.nn.Parameter]:
+        """The multipliers in the optimizer's order: every lambda_1, then every lambda_2."""
+        multipliers = pruning_model(state, NAME).pruner.lagrangian
+        return [multipliers.lambda_1[m] for m in multipliers.names] + \
+               [multipliers.lambda_2[m] for m in multipliers.names]
 
     def state_dict(self) -> dict[str, Any]:
         optimizer = None if self._optimizer is None else optimizer_state(self._optimizer, self._names)

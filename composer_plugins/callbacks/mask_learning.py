@@ -33,6 +33,8 @@ from composer.loggers import Logger
 from composer.utils import dist
 
 from composer_plugins.callbacks.pruning_params import (
+    HeldGradients,
+    arm,
     check_saved_state,
     full,
     load_optimizer_state,
@@ -59,10 +61,16 @@ LAYER_MASKS = ('layer', 'head_layer', 'mlp')
 class MaskLearning(Callback):
     """Owns the log-alphas: their initialisation, optimizer, learning rate schedule, clamp and settle phase.
 
+    Their gradients are held out of ``.grad`` from backward to their step (:class:`HeldGradients`),
+    so gradient clipping acts on the weights only.
+
     Args:
         **kwargs: the fields of :class:`~composer_plugins.pruning.config.MaskLearningConfig`,
             validated here (a bad key or value is one :class:`ConfigError` naming it).
     """
+
+    callback_name = NAME
+    """What :func:`~composer_plugins.callbacks.pruning_params.arm` looks for in the run's callbacks."""
 
     def __init__(self, **kwargs: Any) -> None:
         self.config: MaskLearningConfig = from_dict(MaskLearningConfig, kwargs, f'callbacks.{NAME}')
@@ -71,10 +79,11 @@ class MaskLearning(Callback):
         self._names: list[str] = []
         self._saved: Optional[dict[str, Any]] = None
         self._total = 0
+        self._held = HeldGradients()
 
     # -- events ---------------------------------------------------------------------------
     def init(self, state: State, logger: Logger) -> None:
-        gates = pruning_model(state, NAME).pruner.l0_masks
+        gates = arm(state, NAME).pruner.l0_masks
         removed = remove_from_optimizers(state.optimizers, gates.parameters())
         log.info('mask_learning: %d log-alpha tensors taken out of the weights\' optimizer', removed)
 
@@ -99,8 +108,12 @@ class MaskLearning(Callback):
                 write_full(param, torch.full(param.shape, value))
             log.info('mask_learning: init dense, every log_alpha = %.4f', value)
 
+    def after_backward(self, state: State, logger: Logger) -> None:
+        self._held.take(self._params(state))
+
     def after_train_batch(self, state: State, logger: Logger) -> None:
         assert self._optimizer is not None
+        self._held.give_back(self._params(state))
         step = int(state.timestamp.batch.value)
         lr = self._lr_at(step)
         for group in self._optimizer.param_groups:
@@ -114,6 +127,10 @@ class MaskLearning(Callback):
         logger.log_metrics({'l0/mask_lr': lr})
 
     # -- pieces ---------------------------------------------------------------------------
+    def _params(self, state: State) -> list[torch.nn.Parameter]:
+        masks = pruning_model(state, NAME).pruner.l0_masks
+        return [masks.gates[name].log_alpha for name in self._names]
+
     def _lr_at(self, step: int) -> float:
         """Learning rate at ``step``: constant, or linear from ``lr`` to 0 at ``max_duration``."""
         if self.config.lr_schedule == 'constant':

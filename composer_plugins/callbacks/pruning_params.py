@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from composer.core import State, TimeUnit
 
 from composer_plugins.callbacks.trainer_state import unwrapped_model
 from composer_plugins.errors import ShearError
+from composer_plugins.pruning.config import require_armed
 
 
 def pruning_model(state: State, callback: str) -> Any:
@@ -27,6 +28,15 @@ def pruning_model(state: State, callback: str) -> Any:
     model = unwrapped_model(state)
     if not isinstance(model, ShearCausalLM) or model.pruner is None:
         raise ShearError(f'callbacks.{callback}: needs model.pruning (a shear_causal_lm model with masks)')
+    return model
+
+
+def arm(state: State, callback: str) -> Any:
+    """At ``Event.INIT``: the pruning model, once the run is known to have both mask callbacks
+    (:func:`~composer_plugins.pruning.config.require_armed`); marks ``callback`` armed on it."""
+    model = pruning_model(state, callback)
+    require_armed({getattr(other, 'callback_name', None) for other in state.callbacks})
+    model.armed_by.add(callback)
     return model
 
 
@@ -44,6 +54,44 @@ def remove_from_optimizers(optimizers: Sequence[torch.optim.Optimizer], params: 
                 kept_groups.append(group)
         optimizer.param_groups[:] = kept_groups
     return removed
+
+
+class HeldGradients:
+    """The gradients of a mask callback's parameters, held out of ``.grad`` from each microbatch's backward
+    (``Event.AFTER_BACKWARD``) until the callback steps them (``Event.AFTER_TRAIN_BATCH``).
+
+    Composer runs algorithms before callbacks, so its ``gradient_clipping`` (which clips every
+    ``.grad`` of the model at ``AFTER_TRAIN_BATCH``) then sees and clips the weights' gradients
+    only; the log-alphas and the multipliers step on their own gradients. A non-finite gradient
+    in any microbatch drops the whole batch's (as ``finite_guard`` drops the weights').
+    """
+
+    def __init__(self) -> None:
+        self._held: Optional[list[Optional[torch.Tensor]]] = None
+        self._nonfinite = False
+
+    def take(self, params: Sequence[torch.nn.Parameter]) -> None:
+        """Adds the parameters' gradients to the held ones and clears ``.grad``."""
+        grads = [p.grad for p in params]
+        for param in params:
+            param.grad = None
+        self._nonfinite |= any(g is not None and not bool(torch.isfinite(_local(g)).all()) for g in grads)
+        if self._held is None:
+            self._held = grads
+        else:
+            self._held = [h if g is None else g if h is None else h + g for h, g in zip(self._held, grads)]
+
+    def give_back(self, params: Sequence[torch.nn.Parameter]) -> None:
+        """Puts the held gradients back into ``.grad`` (None after a non-finite one) and forgets them."""
+        held = None if self._nonfinite else self._held
+        for i, param in enumerate(params):
+            param.grad = None if held is None else held[i]
+        self._held, self._nonfinite = None, False
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of an FSDP2 ``DTensor``, or the tensor itself."""
+    return tensor.to_local() if hasattr(tensor, 'to_local') else tensor
 
 
 def check_saved_state(state: dict[str, Any], version: int, config: dict[str, Any], callback: str) -> bool:

@@ -1,15 +1,35 @@
-"""Turn a validated :class:`RunConfig` into the mapping llm-foundry's ``train`` expects."""
+"""The recipe's llm-foundry config transform, and the validated :class:`RunConfig` as the mapping llm-foundry's
+``train`` builds the Trainer from."""
 from __future__ import annotations
 
 from typing import Any
 
 from composer_plugins.config.schema import RunConfig
-from composer_plugins.config.typed import to_dict
+from composer_plugins.config.typed import from_dict, to_dict
+
+MODEL_NAME = 'shear_causal_lm'
 
 WANDB_LOGGER = 'wandb'
 """llm-foundry's registry name of Composer's ``WandBLogger``."""
 WANDB_VISUALS = 'wandb_visuals'
 """The callback that logs images and tables to W&B (:mod:`composer_plugins.callbacks.wandb_visuals`)."""
+
+
+def shear_run_transform(cfg: dict[str, Any]) -> dict[str, Any]:
+    """llm-foundry config transform (entry point ``llmfoundry_config_transforms``): a ``shear_causal_lm`` run's
+    config validated (:class:`RunConfig`), its run prepared (:func:`~composer_plugins.run_setup.prepare_run`)
+    and converted (:func:`to_foundry_config`); any other model's config is returned as it is.
+
+    llm-foundry applies every registered transform in ``train``, so ``train_from_yaml``, its
+    ``scripts/train/train.py``, ``train.py`` and ``shear train`` all run the same checks. A bad
+    config raises one :class:`~composer_plugins.errors.ConfigError` naming the key.
+    """
+    if (cfg.get('model') or {}).get('name') != MODEL_NAME:
+        return cfg
+    from composer_plugins.run_setup import prepare_run
+
+    run_cfg = from_dict(RunConfig, {key: value for key, value in cfg.items() if key != 'variables'})
+    return to_foundry_config(prepare_run(run_cfg))
 
 
 def to_foundry_config(run_cfg: RunConfig) -> dict[str, Any]:

@@ -4,20 +4,18 @@ Composer 0.32.1 picks the FSDP implementation from the ``FSDP_VERSION`` environm
 and defaults to FSDP1 (``trainer.py``, ``_parse_parallelism_config``), although the presets'
 ``fsdp_config`` is written for FSDP2 and the pruning hooks, export and one-process resume assume it.
 :func:`require_fsdp2` sets ``FSDP_VERSION=2`` when it is unset and refuses any other value with
-one message. ``train.py`` calls it at config load; :func:`use_fsdp2`, an llm-foundry config
-transform installed as an entry point, does the same for llm-foundry's own train entry.
+one message. The recipe's llm-foundry config transform calls it for a run with ``fsdp_config``
+(:func:`~composer_plugins.run_setup.prepare_run`), on every entry path.
 """
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any, MutableMapping, Optional
+from typing import MutableMapping, Optional
 
 from composer_plugins.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-MODEL_NAME = 'shear_causal_lm'
 
 
 def require_fsdp2(env: Optional[MutableMapping[str, str]] = None) -> None:
@@ -34,11 +32,3 @@ def require_fsdp2(env: Optional[MutableMapping[str, str]] = None) -> None:
     elif version.strip() != '2':
         raise ConfigError(f'fsdp_config: this recipe shards with FSDP2, but FSDP_VERSION={version!r} is set '
                           '(Composer would build FSDP1); unset FSDP_VERSION or set FSDP_VERSION=2')
-
-
-def use_fsdp2(cfg: dict[str, Any]) -> dict[str, Any]:
-    """llm-foundry config transform: :func:`require_fsdp2` for a ``shear_causal_lm`` run with ``fsdp_config``."""
-    model = cfg.get('model') or {}
-    if cfg.get('fsdp_config') is not None and model.get('name') == MODEL_NAME:
-        require_fsdp2()
-    return cfg

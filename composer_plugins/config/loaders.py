@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
+from composer_plugins.config.foundry_keys import foundry_text_dataset_keys
 from composer_plugins.data.domain_weights import per_domain_values, read_domain_weights
 from composer_plugins.data.shard_check import check_shards
 from composer_plugins.errors import ConfigError
@@ -27,6 +28,8 @@ class TextDatasetConfig:
     num_canonical_nodes: Optional[int] = None
     eos_token_id: Optional[int] = None
     token_encoding_type: Optional[str] = None
+    options: dict[str, Any] = field(default_factory=dict, metadata={'passthrough': foundry_text_dataset_keys})
+    """Any other argument of llm-foundry's ``StreamingTextDataset`` (``predownload``, ``cache_limit`` ...)."""
 
     def validate(self, path: str) -> None:
         if self.remote is None:
@@ -85,6 +88,7 @@ class MixtureDatasetConfig:
             if self.weights is not None:
                 raise ConfigError(f'{path}.weights_from: set weights or weights_from, not both')
             self.weights = read_domain_weights(self.weights_from, self.domains, f'{path}.weights_from')
+            self.weights_from = None  # read: the config now holds the weights themselves (validated again as such)
         if not self.domains or len(set(self.domains)) != len(self.domains):
             raise ConfigError(f'{path}.domains: got {self.domains}; expected distinct domain names')
         if self.interval_batches <= 0:

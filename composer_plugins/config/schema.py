@@ -1,9 +1,10 @@
-"""Typed schema of a run YAML (`composer train.py yamls/<run>.yaml`).
+"""Typed schema of a run YAML (`shear train <run>.yaml`, `composer train.py yamls/<run>.yaml`).
 
-The keys follow llm-foundry's train config, so a user's existing habits carry over;
-this schema accepts the subset this recipe supports and rejects anything else by name
-before any heavy import happens. After validation, :func:`to_dict` gives back the
-plain mapping that llm-foundry's ``train`` entry point receives.
+A run YAML is llm-foundry's train YAML. This schema types the blocks the recipe owns and the
+keys its checks read, hands every other llm-foundry key on as written, and rejects a key that
+is neither by name before any heavy import happens. After validation,
+:func:`~composer_plugins.config.foundry.to_foundry_config` gives the plain mapping that
+llm-foundry's ``train`` builds the Trainer from.
 
 The loaders' schema is in :mod:`~composer_plugins.config.loaders` (with the per-domain
 ``eval_loaders`` short form in :mod:`~composer_plugins.config.eval_loaders`), the callbacks'
@@ -12,20 +13,22 @@ in :mod:`~composer_plugins.config.callback_schemas`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Union
+from typing import Any, ClassVar, Literal, Optional, Union
 
 from composer_plugins.config.callback_args import ScalingLawRefs
 from composer_plugins.config.callback_schemas import typed_callbacks
 from composer_plugins.config.eval_loaders import eval_loader_list
+from composer_plugins.config.foundry_keys import any_key, check_foundry_key, foundry_train_keys
 from composer_plugins.config.loaders import LoaderConfig, MixtureLoaderConfig, TextLoaderConfig
 from composer_plugins.config.model_names import check_model_name
+from composer_plugins.config.registry_args import OPTIMIZER_ARGS, SCHEDULER_ARGS, check_registry_args
 from composer_plugins.config.run_folders import check_load_path, check_save_folder
 from composer_plugins.data.data_model_check import check_manifest_vocab
 from composer_plugins.data.domain_weights import per_domain_values
 from composer_plugins.distillation.config import DistillationConfig
 from composer_plugins.errors import ConfigError
 from composer_plugins.models.tiny import TINY_MODEL_NAMES
-from composer_plugins.pruning.config import PruningConfig
+from composer_plugins.pruning.config import PruningConfig, require_armed
 from composer_plugins.pruning.shapes import ModelShape
 
 TimeStr = Union[int, str]
@@ -45,8 +48,13 @@ class ModelConfig:
     config_overrides: dict[str, Any] = field(default_factory=dict)
     attn_implementation: Literal['sdpa', 'eager', 'flash_attention_2'] = 'sdpa'
     pruning: Optional[PruningConfig] = None
+    init_device: Literal['cpu', 'meta', 'mixed'] = 'cpu'
 
     def validate(self, path: str) -> None:
+        if self.init_device != 'cpu':
+            raise ConfigError(f"{path}.init_device: got {self.init_device!r}; only 'cpu': every rank loads the "
+                              "source's weights (the importance init and the export read them), and FSDP2 then "
+                              'shards them')
         check_model_name(self.source, f'{path}.source', (
             f'model directory {self.source!r} does not exist (expected a local HF directory, a hub id, '
             f'or {" / ".join(TINY_MODEL_NAMES)})'))
@@ -57,18 +65,6 @@ class TokenizerConfig:
     """``tokenizer:``: a registered tokenizer name (``byte-level``), a local directory or a hub id."""
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
-
-
-PRUNING_CALLBACKS = {'mask_learning': 'the log-alphas: init, optimizer, settle',
-                     'lagrangian': 'the multipliers and the target ramp'}
-"""The callbacks that train the masks, which ``model.pruning`` needs: ``{name: what it owns}``."""
-
-
-def _check_pruning_callbacks(callbacks: dict[str, Any]) -> None:
-    """``model.pruning`` needs the two callbacks that train the masks (their arguments are checked with the rest)."""
-    for name, role in PRUNING_CALLBACKS.items():
-        if name not in callbacks:
-            raise ConfigError(f'callbacks.{name}: required with model.pruning (it owns {role})')
 
 
 def _source_shape(model: ModelConfig) -> Optional[ModelShape]:
@@ -99,7 +95,8 @@ def _check_target_shape(model: ModelConfig, source: Optional[ModelShape]) -> Non
 @dataclass
 class OptimizerConfig:
     """``optimizer:``: the weights' optimizer, any of llm-foundry's registry (``decoupled_adamw``,
-    ``adamw``, ``decoupled_lionw`` ...). Unset ``betas`` / ``eps`` take the optimizer's defaults.
+    ``adamw``, ``decoupled_lionw`` ...). Unset ``betas`` / ``eps`` / ``weight_decay`` take the
+    optimizer's defaults; any other key is the optimizer's argument, handed on.
 
     With ``model.pruning`` the log-alphas and the multipliers are not in it: they belong to
     ``callbacks.mask_learning`` and ``callbacks.lagrangian``, each with its own rate
@@ -109,13 +106,18 @@ class OptimizerConfig:
     lr: float
     betas: Optional[list[float]] = None
     eps: Optional[float] = None
-    weight_decay: float = 0.0
+    weight_decay: Optional[float] = None
     lag_lr: Optional[float] = None
+    options: dict[str, Any] = field(default_factory=dict, metadata={'passthrough': any_key})
+    """Any other argument of the optimizer, handed on (its constructor checks it)."""
 
     def validate(self, path: str) -> None:
         if self.lag_lr is not None:
             raise ConfigError(f'{path}.lag_lr: removed; the log-alphas learn in callbacks.mask_learning '
                               '(lr) and the Lagrange multipliers in callbacks.lagrangian (lr)')
+        given = {'lr': self.lr, 'betas': self.betas, 'eps': self.eps, 'weight_decay': self.weight_decay}
+        check_registry_args(OPTIMIZER_ARGS, self.name, [*(k for k, v in given.items() if v is not None),
+                                                        *self.options], path)
 
 
 @dataclass
@@ -125,6 +127,13 @@ class SchedulerConfig:
     t_warmup: TimeStr = '0ba'
     alpha_f: Optional[float] = None
     t_max: Optional[TimeStr] = None
+    options: dict[str, Any] = field(default_factory=dict, metadata={'passthrough': any_key})
+    """Any other argument of the scheduler, handed on (its constructor checks it)."""
+
+    def validate(self, path: str) -> None:
+        given = {'t_warmup': self.t_warmup, 'alpha_f': self.alpha_f, 't_max': self.t_max}
+        check_registry_args(SCHEDULER_ARGS, self.name, [*(k for k, v in given.items() if v is not None),
+                                                        *self.options], path)
 
 
 DtypeName = Literal['fp32', 'float32', 'bf16', 'bfloat16', 'fp16', 'float16']
@@ -175,6 +184,11 @@ class FsdpConfig:
             broadcast it; needs ``state_dict_type: full``.
         verbose: log the sharded model and these settings at start-up.
     """
+    REFUSED_KEYS: ClassVar[dict[str, str]] = {key: (
+        "an FSDP1 key (llm-foundry's older YAMLs); this recipe shards with FSDP2 (fully_shard), which would drop "
+        'it with a warning and do something else than asked; see fsdp_config in the README') for key in (
+        'sharding_strategy', 'cpu_offload', 'sync_module_states', 'activation_checkpointing_reentrant',
+        'limit_all_gathers', 'use_orig_params', 'forward_prefetch', 'backward_prefetch', 'auto_wrap')}
     state_dict_type: Literal['sharded', 'full'] = 'sharded'
     mixed_precision: Optional[Union[Literal['DEFAULT', 'PURE', 'FULL'], MixedPrecisionDtypes]] = None
     reshard_after_forward: Optional[Union[bool, int]] = None
@@ -211,7 +225,14 @@ class FsdpConfig:
 
 @dataclass
 class RunConfig:
-    """A whole run: llm-foundry's train keys that this recipe supports.
+    """A whole run: llm-foundry's train config, with the blocks this recipe owns typed and checked.
+
+    Typed here: what is the recipe's (``model``: ``shear_causal_lm``, the loaders, ``callbacks``
+    of this package, ``distillation``) and the llm-foundry keys that its checks read. Every other
+    key of llm-foundry's ``TrainConfig`` (:func:`~composer_plugins.config.foundry_keys.foundry_train_keys`)
+    is kept in ``foundry_keys`` as written and handed on, so llm-foundry checks it and applies its
+    own defaults; the defaults below are llm-foundry's too. A key llm-foundry accepts but this recipe
+    cannot honour is one error with the reason (:mod:`~composer_plugins.config.foundry_keys`).
 
     Two keys are read in :meth:`validate`, after the train loader is known:
 
@@ -235,36 +256,26 @@ class RunConfig:
     max_seq_len: int
     max_duration: TimeStr
     global_train_batch_size: int
+    device_eval_batch_size: int
     device_train_microbatch_size: Union[int, str] = 'auto'
-    device_eval_batch_size: int = 4
     eval_loader: Optional[TextLoaderConfig] = None
     eval_loaders: Any = None  # list[TextLoaderConfig] or {per_domain: ...}; a list after validate
     eval_interval: TimeStr = 1
-    eval_first: bool = False
-    eval_subset_num_batches: int = -1
-    seed: int = 17
-    precision: Literal['fp32', 'amp_bf16', 'amp_fp16'] = 'fp32'
+    precision: Literal['fp32', 'amp_bf16', 'amp_fp16', 'amp_fp8'] = 'amp_bf16'
     run_name: Optional[str] = None
-    variables: Optional[dict[str, Any]] = None
     fsdp_config: Optional[FsdpConfig] = None
     callbacks: Optional[dict[str, Any]] = None  # ours: their dataclasses after validate; others: mappings
     loggers: Optional[dict[str, Optional[dict[str, Any]]]] = None
     algorithms: Optional[dict[str, Optional[dict[str, Any]]]] = None
     distillation: Optional[DistillationConfig] = None
-    progress_bar: bool = False
-    log_to_console: bool = True
-    console_log_interval: TimeStr = '1ba'
-    python_log_level: Optional[str] = 'info'
-    log_config: bool = False
+    python_log_level: Optional[str] = 'debug'
     save_folder: Optional[str] = None
     save_interval: TimeStr = '1000ba'
-    save_num_checkpoints_to_keep: int = -1
     save_overwrite: bool = False
-    save_weights_only: bool = False
     autoresume: bool = False
     load_path: Optional[str] = None
-    load_weights_only: bool = False
-    dist_timeout: float = 600.0
+    foundry_keys: dict[str, Any] = field(default_factory=dict, metadata={'passthrough': foundry_train_keys})
+    """The other keys of llm-foundry's train config, as written (llm-foundry checks them)."""
 
     def data_folders(self) -> list[tuple[str, str]]:
         """``(key, local folder)`` of every local dataset the run reads: the train loader's, then the evaluators'."""
@@ -279,6 +290,8 @@ class RunConfig:
         return folders
 
     def validate(self, path: str) -> None:
+        for key in self.foundry_keys:
+            check_foundry_key(key, pruning=self.model.pruning is not None)
         self.eval_loaders = eval_loader_list(self.eval_loaders, self.train_loader)
         self.callbacks = typed_callbacks(self.callbacks)
         if self.global_train_batch_size <= 0:
@@ -300,7 +313,12 @@ class RunConfig:
         source = _source_shape(self.model)
         if self.model.pruning is not None:
             _check_target_shape(self.model, source)
-            _check_pruning_callbacks(self.callbacks or {})
+            require_armed(set(self.callbacks or {}))
+            if self.precision == 'amp_fp16':
+                raise ConfigError(
+                    'precision: amp_fp16 is not supported with model.pruning: the masks and the multipliers have '
+                    "optimizers of their own, which Composer's gradient scaler neither unscales nor skips on an "
+                    'overflow; use amp_bf16 (no scaler needed) or fp32')
             if self.fsdp_config is not None and self.fsdp_config.low_precision_params(self.precision):
                 raise ConfigError(
                     f'fsdp_config.mixed_precision: got {self.fsdp_config.describe_mixed_precision()} with '

@@ -146,6 +146,11 @@ def from_dict(cls: type[T], data: Any, path: str = '') -> T:
         data: the mapping read from YAML (``None`` is treated as empty).
         path: dotted prefix used in error messages.
 
+    A class attribute ``REFUSED_KEYS`` (``{key: reason}``) names keys that someone else accepts
+    and this schema refuses: the error gives the reason. A field whose metadata holds ``passthrough``
+    (a function giving a set of key names, or None for any key) collects the keys of that set
+    that are not fields, as written: they are someone else's to check.
+
     Raises:
         ConfigError: an unknown key, a missing required key or a value of the wrong type.
     """
@@ -156,15 +161,27 @@ def from_dict(cls: type[T], data: Any, path: str = '') -> T:
         raise ConfigError(f'{where}: got {data!r}; expected a mapping with keys {_field_names(cls)}')
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = [k for k in data if k not in fields]
+    passthrough = next((f for f in fields.values() if 'passthrough' in f.metadata), None)
+    handed_on = frozenset()
+    if passthrough is not None:
+        del fields[passthrough.name]
+        allowed = passthrough.metadata['passthrough']()  # None: any key
+        handed_on = (set(data) if allowed is None else allowed) - set(fields)
+    unknown = [k for k in data if k not in fields and k not in handed_on]
+    refused = getattr(cls, 'REFUSED_KEYS', {})
+    for key in unknown:
+        if key in refused:
+            raise ConfigError(f'{_join(path, key)}: not supported here: {refused[key]}')
     if unknown:
         key = str(unknown[0])
-        close = difflib.get_close_matches(key, list(fields), n=1)
+        close = difflib.get_close_matches(key, [*fields, *handed_on], n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ''
         raise ConfigError(
-            f'{_join(path, key)}: unknown key.{hint} Expected one of: {", ".join(sorted(fields))}',
+            f'{_join(path, key)}: unknown key.{hint} Expected one of: {", ".join(sorted({*fields, *handed_on}))}',
         )
     kwargs = {}
+    if passthrough is not None:
+        kwargs[passthrough.name] = {k: v for k, v in data.items() if k in handed_on}
     for name, field in fields.items():
         if name in data:
             kwargs[name] = _coerce(data[name], hints[name], _join(path, name))
@@ -185,12 +202,16 @@ def to_dict(instance: Any, drop_none: bool = True) -> Any:
     """Inverse of :func:`from_dict`: a plain nested dict.
 
     ``None`` values are dropped (the consumer's default applies) unless the field's
-    metadata says ``keep_none=True`` (an explicit ``None`` the consumer needs).
+    metadata says ``keep_none=True`` (an explicit ``None`` the consumer needs). The keys of a
+    ``passthrough`` field are written beside the other fields, as they were read.
     """
     if dataclasses.is_dataclass(instance):
         out = {}
         for f in dataclasses.fields(instance):
             value = to_dict(getattr(instance, f.name), drop_none)
+            if 'passthrough' in f.metadata:  # handed-on keys go back where they were written
+                out.update(value)
+                continue
             if value is None and drop_none and not f.metadata.get('keep_none', False):
                 continue
             out[f.name] = value

@@ -17,11 +17,12 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from composer_plugins.config.typed import from_dict
+from composer_plugins.errors import ShearError
 from composer_plugins.models.adapters import adapter_for
 from composer_plugins.models.loading import load_causal_lm
 from composer_plugins.models.mask_hooks import MaskApplier
 from composer_plugins.models.pruner import Pruner, PrunerOutput
-from composer_plugins.pruning.config import PruningConfig
+from composer_plugins.pruning.config import PruningConfig, require_armed
 from composer_plugins.pruning.masks import default_mask_types
 from composer_plugins.pruning.shapes import ModelShape, count_non_embedding_params, validate_target
 
@@ -46,6 +47,8 @@ class ShearCausalLM(HuggingFaceModel):
         pruning_targets: the target sparsity of each mask at that batch (on the callback's
             ramp); None means the final targets.
         last_pruner_output: the latest forward's :class:`PrunerOutput` (for logging).
+        armed_by: the mask callbacks that have taken their parameters at ``Event.INIT``;
+            a pruning model trains only with both (:func:`require_armed`).
     """
 
     def __init__(
@@ -56,7 +59,10 @@ class ShearCausalLM(HuggingFaceModel):
         config_overrides: Optional[dict[str, Any]] = None,
         attn_implementation: str = 'sdpa',
         pruning: Optional[Mapping[str, Any]] = None,
+        init_device: str = 'cpu',
     ) -> None:
+        if init_device != 'cpu':  # llm-foundry hands model.init_device on; the config layer allows only cpu
+            raise ShearError(f"model.init_device: got {init_device!r}; only 'cpu' is supported")
         model = load_causal_lm(source, pretrained, config_overrides, attn_implementation)
         layer_types = tuple({type(layer) for layer in decoder_layers(model)})
         model.fsdp_wrap_fn = lambda module: isinstance(module, layer_types)
@@ -75,6 +81,7 @@ class ShearCausalLM(HuggingFaceModel):
         self.mask_applier: Optional[MaskApplier] = None
         self.pruning_step = 0
         self.pruning_microbatch = 0
+        self.armed_by: set[str] = set()
         self.pruning_targets: Optional[dict[str, float]] = None
         self.last_pruner_output: Optional[PrunerOutput] = None
         self._lagrangian: Optional[torch.Tensor] = None
@@ -93,6 +100,8 @@ class ShearCausalLM(HuggingFaceModel):
 
     def forward(self, batch: Mapping[str, Any]) -> Any:
         if self.pruner is not None:
+            if self.training:
+                require_armed(self.armed_by)
             out = self.pruner(self.pruning_step, self.pruning_targets, dist.get_global_rank(), self.pruning_microbatch)
             self.mask_applier.set_masks(out.masks)
             self.last_pruner_output = out

@@ -224,3 +224,21 @@ class LagrangianConfig:
         _check_positive(path, lr=self.lr, eps=self.eps)
         _check_betas(path, self.betas)
         batches(self.target_warmup, f'{path}.target_warmup')
+
+
+MASK_CALLBACKS = {'mask_learning': 'the log-alphas: init, optimizer, settle',
+                  'lagrangian': 'the multipliers (ascent, out of the weights\' optimizer), the target ramp and '
+                                'the gate noise of each batch'}
+"""The callbacks that train the masks, which ``model.pruning`` needs: ``{name: what it owns}``."""
+
+
+def require_armed(armed_by: set[str]) -> None:
+    """Raises one :class:`ConfigError` naming the first mask callback in :data:`MASK_CALLBACKS` not in ``armed_by``.
+
+    Without ``lagrangian`` the multipliers would stay in the weights' optimizer (minimised, not
+    maximised) and every batch would draw the gate noise of batch 0; without ``mask_learning``
+    the log-alphas would be trained by the weights' optimizer and never settle on the target.
+    """
+    for name, role in MASK_CALLBACKS.items():
+        if name not in armed_by:
+            raise ConfigError(f'callbacks.{name}: required with model.pruning (it owns {role}); add it to callbacks')

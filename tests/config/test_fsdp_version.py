@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from composer_plugins.config.fsdp_version import require_fsdp2, use_fsdp2
+from composer_plugins.config.fsdp_version import require_fsdp2
 from composer_plugins.errors import ConfigError
 from conftest import REPO_ROOT, TINY_YAML, subprocess_env
 
@@ -21,19 +21,25 @@ def test_unset_version_becomes_fsdp2_and_fsdp1_is_refused():
         require_fsdp2({'FSDP_VERSION': '1'})
 
 
-def test_config_transform_only_touches_this_packages_model_with_fsdp(monkeypatch):
+def test_config_transform_only_touches_this_packages_model_with_fsdp(monkeypatch, corpus_dir, tmp_path):
     from llmfoundry.registry import config_transforms
     from llmfoundry.utils.config_utils import apply_transforms_to_config
 
+    from composer_plugins.config.foundry import shear_run_transform
+    from composer_plugins.config.load import load_yaml_with_overrides
+
     # an entry point, so llm-foundry's train applies it with every registered transform
-    assert config_transforms.get_all()['shear_fsdp2'] is use_fsdp2
+    assert config_transforms.get_all()['shear_run'] is shear_run_transform
     monkeypatch.setenv('FSDP_VERSION', '1')
+    monkeypatch.setenv('WORLD_SIZE', '2')  # one process drops fsdp_config before the check
     other = {'model': {'name': 'mpt_causal_lm'}, 'fsdp_config': {}}
-    assert apply_transforms_to_config(dict(other), ['shear_fsdp2']) == other  # someone else's run: untouched
+    assert apply_transforms_to_config(dict(other), ['shear_run']) == other  # someone else's run: untouched
+    ours = load_yaml_with_overrides(str(TINY_YAML), [f'variables.data_dir={corpus_dir}', 'save_folder=null',
+                                                      'fsdp_config={state_dict_type: sharded}'])
     with pytest.raises(ConfigError, match='FSDP_VERSION'):
-        apply_transforms_to_config({'model': {'name': 'shear_causal_lm'}, 'fsdp_config': {}}, ['shear_fsdp2'])
+        apply_transforms_to_config(dict(ours), ['shear_run'])
     monkeypatch.delenv('FSDP_VERSION')
-    use_fsdp2({'model': {'name': 'shear_causal_lm'}, 'fsdp_config': {}})
+    assert apply_transforms_to_config(dict(ours), ['shear_run'])['fsdp_config']['state_dict_type'] == 'sharded'
     assert os.environ['FSDP_VERSION'] == '2'
 
 

@@ -16,6 +16,7 @@ from composer_plugins.models.causal_lm import ShearCausalLM
 from composer_plugins.models.dead_units import check_no_dead_units, dead_unit_problems
 from composer_plugins.models.export import export_pruned_model, pruning_record, save_exported
 from composer_plugins.models.tiny import TINY_MODEL_NAMES
+from composer_plugins.pruning.config import MASK_CALLBACKS
 from composer_plugins.pruning.hard_concrete import KEPT_VALUE_FLOOR
 from composer_plugins.pruning.masks import BINARY_DETERMINISTIC
 from composer_plugins.pruning.shapes import ModelShape
@@ -323,6 +324,7 @@ def save_composer_checkpoint(folder: Path, pruning: Optional[dict[str, Any]], se
     model = ShearCausalLM('tiny-llama-gqa', tokenizer=ByteLevelTokenizer(), pruning=pruning)
     if pruning is not None:
         randomize_log_alphas(model, seed)
+        model.armed_by.update(MASK_CALLBACKS)  # only a checkpoint to export: keep the random masks, no callbacks
     batch = random_batch(seed, batch=4, seq=16)
     rows = [{key: value[i] for key, value in batch.items()} for i in range(4)]
     trainer = Trainer(

@@ -10,6 +10,7 @@ import torch
 
 from composer_plugins.cli.main import main
 from composer_plugins.models.source_shape import KNOWN_SHAPES, resolve_source_shape
+from composer_plugins.pruning.config import MASK_CALLBACKS
 from composer_plugins.pruning.shapes import ModelShape, count_layer_params, count_params
 from composer_plugins.tools.planning.advice import knob_options, recommend
 from composer_plugins.tools.planning.measure import (
@@ -199,6 +200,7 @@ def test_activation_formula_matches_what_autograd_saves(pruning):
                 'mask_types': ['layer', 'kv_group', 'head', 'intermediate', 'hidden']}
     torch.manual_seed(0)
     model = ShearCausalLM('tiny-llama-gqa', config_overrides=overrides, pruning=spec).train()
+    model.armed_by.update(MASK_CALLBACKS)  # a forward by hand: no Trainer, no mask callbacks
     ids = torch.randint(0, 256, (2, 64))
     saved = _saved_bytes(model, {'input_ids': ids, 'attention_mask': torch.ones_like(ids), 'labels': ids})
 
