@@ -13,6 +13,8 @@ Metric keys:
   the gap this update read;
 * ``data/weight_entropy``: the entropy of those weights in nats (``ln k`` is uniform, 0 one domain);
 * ``data/samples/<domain>``: samples drawn from the domain so far (every batch);
+* ``data/ref_offset``: with ``ref_losses: {source_losses: ...}``, the offset ``c`` fitted on the first
+  evaluation (each domain's reference is its source loss plus ``c``);
 * ``data/ref_loss/<domain>``: with ``ref_losses: {scaling_law: CSV}``, the reference fitted at fit
   start, ``E + A / (N / 1e9)^alpha`` at the target size (also a hyperparameter, with each domain's
   ``data/ref_loss_fit/<domain>/{E,A,alpha,rmse}`` and ``data/ref_loss_target_params``).
@@ -28,7 +30,7 @@ from composer.loggers import Logger
 from composer.utils import dist
 
 from composer_plugins.callbacks.trainer_state import domain_eval_loss, unwrapped_model
-from composer_plugins.config.callback_args import DynamicLoadingConfig, ScalingLawRefs
+from composer_plugins.config.callback_args import DynamicLoadingConfig, ScalingLawRefs, SourceOffsetRefs
 from composer_plugins.config.typed import from_dict
 from composer_plugins.data.domain_weights import per_domain_values, write_domain_weights
 from composer_plugins.data.mixture_loader import DomainMixtureDataset
@@ -45,7 +47,8 @@ from composer_plugins.errors import ShearError
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+"""2 adds ``ref_offset``; a version-1 state (no offset) is read too."""
 NAME = 'dynamic_loading'
 
 
@@ -63,12 +66,15 @@ class DynamicLoading(Callback):
 
     Attributes:
         fitted: the scaling-law fit of this run (None with numeric ``ref_losses``, or before fit start).
+        ref_offset: with ``ref_losses: {source_losses: ...}``, the offset fitted on the first evaluation
+            (:class:`~composer_plugins.config.callback_args.SourceOffsetRefs`); None before it.
     """
 
     def __init__(self, **kwargs: Any) -> None:
         self.config: DynamicLoadingConfig = from_dict(DynamicLoadingConfig, kwargs, f'callbacks.{NAME}')
         self.history: list[dict[str, Any]] = []
         self.fitted: Optional[FittedReferences] = None
+        self.ref_offset: Optional[float] = None
 
     def _dataset(self, state: State) -> DomainMixtureDataset:
         dataset = getattr(state.train_dataloader, 'dataset', None)
@@ -85,7 +91,17 @@ class DynamicLoading(Callback):
             if self.fitted is None:
                 raise ShearError(f'callbacks.{NAME}.ref_losses: the scaling law is fitted at fit start, not yet run')
             refs = self.fitted.references
+        if isinstance(refs, SourceOffsetRefs):
+            source = np.array(per_domain_values(refs.source_losses, domains, f'callbacks.{NAME}.ref_losses'))
+            return source + (self.ref_offset or 0.0)
         return np.array(per_domain_values(refs, domains, f'callbacks.{NAME}.ref_losses'))  # positive for bounded
+
+    def fit_offset(self, losses: np.ndarray, domains: list[str]) -> float:
+        """``c = mean_i (L_i - S_i)`` on the first evaluation's losses ``L`` (source losses ``S``)."""
+        self.ref_offset = float(np.mean(losses - self.reference_losses(domains)))
+        log.info('callbacks.%s.ref_losses: references are the source losses + %.4f (the mean gap of the first '
+                 'evaluation)', NAME, self.ref_offset)
+        return self.ref_offset
 
     def fit_scaling_law(self, model: Any, logger: Logger, domains: list[str]) -> FittedReferences:
         """Fit ``L(N) = E + A / N^alpha`` per domain of the CSV and predict at the target size (§2.2).
@@ -138,6 +154,9 @@ class DynamicLoading(Callback):
     def eval_after_all(self, state: State, logger: Logger) -> None:
         dataset = self._dataset(state)
         losses = np.array([self._domain_loss(state, domain) for domain in dataset.domains])
+        offset_refs = isinstance(self.config.ref_losses, SourceOffsetRefs)
+        if offset_refs and self.ref_offset is None:
+            self.fit_offset(losses, list(dataset.domains))
         refs = self.reference_losses(dataset.domains)
         cfg = self.config
         new = RULES[self.config.rule](
@@ -147,6 +166,8 @@ class DynamicLoading(Callback):
         step = int(state.timestamp.batch)
         self.history.append({'batch': step, 'losses': losses.tolist(), 'weights': new.tolist()})
         metrics: dict[str, float] = {'data/weight_entropy': weight_entropy(new)}
+        if offset_refs:
+            metrics['data/ref_offset'] = float(self.ref_offset)
         for domain, loss, ref, weight in zip(dataset.domains, losses, refs, new):
             metrics[f'eval/{domain}/loss'] = float(loss)
             metrics[f'data/weight/{domain}'] = float(weight)
@@ -164,12 +185,14 @@ class DynamicLoading(Callback):
         raise ShearError(f'callbacks.dynamic_loading: no eval loss for domain {domain!r}')
 
     def state_dict(self) -> dict[str, Any]:
-        return {'version': STATE_VERSION, 'rule': self.config.rule, 'history': self.history}
+        return {'version': STATE_VERSION, 'rule': self.config.rule, 'history': self.history,
+                'ref_offset': self.ref_offset}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get('version') != STATE_VERSION:
+        if state.get('version') not in (1, STATE_VERSION):
             raise ShearError(f'dynamic_loading state version {state.get("version")} != {STATE_VERSION}')
         if state.get('rule') != self.config.rule:
             raise ShearError(f'dynamic_loading: checkpoint used rule {state.get("rule")!r}, '
                              f'config says {self.config.rule!r}')
         self.history = list(state['history'])
+        self.ref_offset = state.get('ref_offset')

@@ -29,6 +29,32 @@ SCALING_LAW_KEY = 'scaling_law'
 """The key that makes ``ref_losses`` a :class:`ScalingLawRefs` rather than a per-domain mapping."""
 
 
+SOURCE_OFFSET_KEY = 'source_losses'
+"""The key that makes ``ref_losses`` a :class:`SourceOffsetRefs`."""
+
+
+@dataclass
+class SourceOffsetRefs:
+    """``ref_losses: {source_losses: {code: 2.56, ...}}``: the source's own per-domain losses, moved by one
+    offset fitted on the run's first evaluation.
+
+    A user with one source model can measure its loss per domain (``shear eval``), but a smaller
+    model cannot reach it: raw, every gap is large and the rule ranks domains by how far each is
+    from an unreachable target. At the first evaluation the callback sets ``c`` to the mean gap,
+    ``c = mean_i (L_i - S_i)``, and from then on compares against ``ref_i = S_i + c``: the target is
+    the source's profile across domains at the level the pruned model starts from, so a domain
+    gains weight when it lags *more than the others* relative to the source (the first gaps sum to
+    zero). ``c`` is logged (``data/ref_offset``) and checkpointed.
+    """
+    source_losses: Union[dict[str, Any], list[Any]]
+
+    def validate(self, path: str) -> None:
+        self.source_losses = _finite_losses(self.source_losses, f'{path}.{SOURCE_OFFSET_KEY}')
+
+    def check_domains(self, domains: Sequence[str], path: str) -> None:
+        per_domain_values(self.source_losses, domains, f'{path}.{SOURCE_OFFSET_KEY}')
+
+
 @dataclass
 class ScalingLawRefs:
     """``ref_losses: {scaling_law: CSV, target_params: 1.3B}``: references predicted by a scaling law (§2.2).
@@ -102,7 +128,9 @@ class DynamicLoadingConfig:
         ref_losses: reference loss per domain, as a mapping or a list in domain order, or
             ``{scaling_law: CSV, target_params: N}`` (:class:`ScalingLawRefs`): the prediction of
             ``L(N) = E + A / N^alpha`` fitted per domain to a model family's losses, at the run's
-            target size (required by ``doremi`` and ``bounded``; checked against the run's domains at load).
+            target size, or ``{source_losses: ...}`` (:class:`SourceOffsetRefs`): the source's losses
+            moved by one offset fitted on the first evaluation (required by ``doremi`` and
+            ``bounded``; checked against the run's domains at load).
         clamp_gap: clamp the loss gap at 0 (paper); false matches the original code.
         smoothing: weight of the uniform distribution mixed into the new weights (``doremi``).
         floor: ``f`` of rule ``bounded``: no update takes a domain below ``f / k`` of the mixture
@@ -112,7 +140,7 @@ class DynamicLoadingConfig:
             ``train_loader.dataset.weights_from``.
     """
     rule: WeightRule = 'doremi'
-    ref_losses: Optional[Union[ScalingLawRefs, dict[str, Any], list[Any]]] = None
+    ref_losses: Optional[Union[ScalingLawRefs, SourceOffsetRefs, dict[str, Any], list[Any]]] = None
     clamp_gap: bool = True
     smoothing: float = 0.0
     floor: float = DEFAULT_BOUNDED_FLOOR
@@ -125,11 +153,12 @@ class DynamicLoadingConfig:
             value = getattr(self, key)
             if not 0.0 <= value < 1.0:
                 raise ConfigError(f'{path}.{key}: got {value}; expected a value in [0, 1)')
-        if isinstance(self.ref_losses, dict) and SCALING_LAW_KEY in self.ref_losses:
-            # not a ScalingLawRefs: say why (an unknown key, a missing CSV ...) rather than "unknown domain"
-            self.ref_losses = from_dict(ScalingLawRefs, self.ref_losses, f'{path}.ref_losses')
-        if isinstance(self.ref_losses, ScalingLawRefs):
-            return  # the fit gives finite, positive references (E >= 0, A > 0), checked again at fit start
+        for key, kind in ((SCALING_LAW_KEY, ScalingLawRefs), (SOURCE_OFFSET_KEY, SourceOffsetRefs)):
+            if isinstance(self.ref_losses, dict) and key in self.ref_losses:
+                # not a per-domain map: say why (an unknown key, a missing CSV ...) rather than "unknown domain"
+                self.ref_losses = from_dict(kind, self.ref_losses, f'{path}.ref_losses')
+        if isinstance(self.ref_losses, (ScalingLawRefs, SourceOffsetRefs)):
+            return  # the scaling-law fit gives positive references (E >= 0, A > 0), checked again at fit start
         if self.ref_losses is not None:
             self.ref_losses = _finite_losses(self.ref_losses, f'{path}.ref_losses')
             values = self.ref_losses.values() if isinstance(self.ref_losses, dict) else self.ref_losses

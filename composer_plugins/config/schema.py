@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Optional, Union
 
-from composer_plugins.config.callback_args import ScalingLawRefs
+from composer_plugins.config.callback_args import ScalingLawRefs, SourceOffsetRefs
 from composer_plugins.config.callback_schemas import typed_callbacks
 from composer_plugins.config.eval_loaders import eval_loader_list
 from composer_plugins.config.foundry_keys import any_key, check_foundry_key, foundry_train_keys
@@ -330,7 +330,7 @@ class RunConfig:
         check_manifest_vocab(self.data_folders(), self.model.source, source.vocab_size if source else None)
         if isinstance(self.train_loader, MixtureLoaderConfig):
             dynamic = (self.callbacks or {}).get('dynamic_loading')
-            if isinstance(getattr(dynamic, 'ref_losses', None), ScalingLawRefs):
+            if isinstance(getattr(dynamic, 'ref_losses', None), (ScalingLawRefs, SourceOffsetRefs)):
                 dynamic.ref_losses.check_domains(self.train_loader.dataset.domains,
                                                  'callbacks.dynamic_loading.ref_losses')
             elif dynamic is not None and dynamic.ref_losses is not None:

@@ -222,6 +222,7 @@ def test_shipped_mixture_yaml_runs_unchanged_through_train_from_yaml(mixture_dir
                                                    f'variables.run_dir={tmp_path}', 'max_duration=4ba'])
     assert int(trainer.state.timestamp.batch) == 4
     assert (tmp_path / 'domain_weights.json').exists()
+    assert 'FiniteGuard' in {type(c).__name__ for c in trainer.state.callbacks}
 
 
 def test_same_errors_on_both_entry_paths(corpus_dir, tmp_path):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -290,3 +291,40 @@ def test_two_concurrent_runs_keep_their_own_shared_memory_and_samples(mixture_di
     assert held[0]['tokens'].size > 0
     samples = [_read_sample_log(tmp_path / name, 0) for name in ('first', 'second')]
     assert sorted(samples[0]) == list(range(30)) and samples[0] == samples[1]
+
+
+def test_source_offset_references_are_fitted_on_the_first_evaluation(mixture_dir, tmp_path):
+    """``ref_losses: {source_losses: S}``: the first evaluation sets c = mean(L - S); every update reads S + c."""
+    from composer.loggers import InMemoryLogger
+
+    from composer_plugins.train_entry import run
+
+    source = {'alpha': 1.0, 'beta': 1.5, 'small': 0.5}
+    cfg = load_run_config(str(MIXTURE_YAML), [
+        f'variables.data_dir={mixture_dir}', f'variables.run_dir={tmp_path}', 'save_folder=null',
+        'callbacks.dynamic_loading.rule=bounded', 'callbacks.dynamic_loading.ref_losses=null',
+        'callbacks.dynamic_loading.ref_losses={source_losses: {alpha: 1.0, beta: 1.5, small: 0.5}}',
+        'max_duration=30ba', 'loggers={inmemory: {}}', 'python_log_level=warning',
+    ])
+    data = next(d for d in run(cfg).logger.destinations if isinstance(d, InMemoryLogger)).data
+    first = {d: data[f'eval/{d}/loss'][0][1] for d in source}
+    offset = sum(first[d] - source[d] for d in source) / len(source)
+    assert [value for _, value in data['data/ref_offset']] == pytest.approx([offset] * 3, rel=1e-9)
+    for update in range(3):  # one update per 10-batch interval, each against S + c
+        for d in source:
+            loss = data[f'eval/{d}/loss'][update][1]
+            assert data[f'data/gap/{d}'][update][1] == pytest.approx(loss - source[d] - offset, abs=1e-9)
+    assert sum(data[f'data/gap/{d}'][0][1] for d in source) == pytest.approx(0.0, abs=1e-9)  # first gaps: mean 0
+
+
+@pytest.mark.parametrize(('override', 'message'), [
+    ('{source_losses: {alpha: 1.0, beta: 1.5}}',
+     "callbacks.dynamic_loading.ref_losses.source_losses: its domains must be the run's ['alpha', 'beta', 'small']"),
+    ('{source_losses: [1.0, .nan, 1.0]}',
+     "callbacks.dynamic_loading.ref_losses.source_losses: domain '#1' has nan; expected a finite number"),
+])
+def test_bad_source_offset_references_fail_at_load(mixture_dir, override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_run_config(str(MIXTURE_YAML), [f'variables.data_dir={mixture_dir}',
+                                            'callbacks.dynamic_loading.ref_losses=null',
+                                            f'callbacks.dynamic_loading.ref_losses={override}'])
