@@ -11,7 +11,12 @@ with the same number of training tokens ``B = (prune_steps + continue_steps) x b
     final weights);
 (e) the same from the paper's dense start (``init: dense``, mask and multiplier lr 0.5, the
     target ramped over the first fifth);
-(b) (a) with constant domain weights in both stages;
+(b) (a) with constant domain weights in both stages, at the initial mixture;
+(u) (a) with constant uniform domain weights in both stages.
+
+The study of mixing rules (``--arms a,b,u``, on ``--corpus embedded`` and ``--corpus wide``, and with
+``--start skewed``: the first domain at 0.6 as RedPajama's ``cc``) scores the held-out loss both as the
+uniform average over domains and as the average weighted by the initial mixture.
 (c) one-shot pruning (``shear prune-oneshot``, activation importance on ``calib_rows``
     calibration rows, forward passes only), then continued pre-training with dynamic
     loading on the whole budget;
@@ -92,11 +97,23 @@ STARVED = 0.01
 """A domain below this weight is reported as starved: a batch of 4 rows then draws from it once in 25 batches."""
 
 
-def initial_weights(domains: tuple[str, ...]) -> list[float]:
-    """prune.yaml's weights for its own three domains, uniform for any other domain list."""
+SKEWED_FIRST = 0.6
+"""``--start skewed``: the first domain's initial weight, as RedPajama's ``cc`` (0.67); the others share the rest."""
+
+
+def initial_weights(domains: tuple[str, ...], start: str = 'default') -> list[float]:
+    """The runs' initial domain weights: ``default``: prune.yaml's weights for its own three domains, uniform for
+    any other domain list; ``skewed``: the first domain at :data:`SKEWED_FIRST`, the others equal."""
+    if start == 'skewed':
+        return [SKEWED_FIRST] + [(1 - SKEWED_FIRST) / (len(domains) - 1)] * (len(domains) - 1)
     return PRUNE_YAML_WEIGHTS if domains == DOMAINS else [1 / len(domains)] * len(domains)
+
+
+def weights_override(weights: list[float]) -> str:
+    return str([round(w, 10) for w in weights]).replace(' ', '')
 ARM_LABELS = {'a': 'L0, init: importance (the default) + dynamic', 'e': 'L0, init: dense (paper) + dynamic',
-              'b': 'L0, init: importance + constant weights', 'c': 'one-shot', 'd': 'random init',
+              'b': 'L0, init: importance + constant weights (the initial mixture)', 'c': 'one-shot',
+              'd': 'random init', 'u': 'L0, init: importance + constant uniform weights',
               'f': 'one-shot + KD', 'g': 'L0, init: importance + dynamic + KD',
               'h': 'L0, init: importance, margin 8, weights lr 2e-4 + dynamic',
               'i': 'L0, init: importance, margin 8, weights lr 2e-4 + dynamic + KD',
@@ -145,6 +162,7 @@ class QualityConfig:
     kd_alpha: float = 0.5
     rule: str = 'bounded'
     corpus: str = 'embedded'
+    start: str = 'default'
     arms: list[str] = field(default_factory=lambda: DEFAULT_ARMS.split(','))
     seeds: list[int] = field(default_factory=lambda: [17, 18])
 
@@ -175,6 +193,10 @@ class Row:
     @property
     def average(self) -> float:
         return sum(self.losses.values()) / len(self.losses)
+
+    def weighted_average(self, weights: dict[str, float]) -> float:
+        """The held-out loss averaged with the initial mixture's weights (what a user of that mixture reads)."""
+        return sum(weights[d] * loss for d, loss in self.losses.items()) / sum(weights[d] for d in self.losses)
 
 
 @dataclass
@@ -213,6 +235,7 @@ def read_changed_units(run_dir: Path) -> dict[str, int]:
 @dataclass
 class Comparison:
     config: dict
+    initial: dict[str, float] = field(default_factory=dict)
     rows: list[Row] = field(default_factory=list)
     mixing: list[Mixing] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -269,7 +292,9 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
     timed('reference losses', lambda: refs.update(stages.eval_losses(source, data, 8)))
     common = [f'variables.data_dir={data}', stages.ref_losses_override(refs), 'save_overwrite=true']
     domains = list(refs)
-    start_weights = str(initial_weights(tuple(domains))).replace(' ', '')
+    start_weights = weights_override(initial_weights(tuple(domains), cfg.start))
+    uniform_weights = weights_override([1 / len(domains)] * len(domains))
+    result.initial = dict(zip(domains, initial_weights(tuple(domains), cfg.start)))
     if tuple(domains) != DOMAINS:
         common.append(f'train_loader.dataset.domains=[{",".join(domains)}]')
     tag = '' if cfg.rule == 'doremi' else f'-{cfg.rule}'  # run folders of another mixing rule
@@ -291,7 +316,7 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
         path = run_dir / 'arm_seconds.json'
         return json.loads(path.read_text())['seconds'] if path.is_file() else None
 
-    def prune_stage(arm: str, seed: int, rule: str, mask_overrides: list[str]) -> Path:
+    def prune_stage(arm: str, seed: int, rule: str, mask_overrides: list[str], weights: str) -> Path:
         """The pruning run and its export (skipped when the export exists); returns the run folder."""
         prune_dir = out / f'{arm}{tag}-s{seed}-prune'
         runs.append(prune_dir)
@@ -301,21 +326,21 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
             *common, *seeded(seed), f'model.pruning.sample_seed={seed}', f'variables.model_dir={source}',
             f'variables.run_dir={prune_dir}', f'max_duration={cfg.prune_steps}ba',
             f'save_interval={cfg.prune_steps}ba', f'callbacks.mask_learning.calibration.rows={cfg.calib_rows}',
-            f'train_loader.dataset.weights={start_weights}',
+            f'train_loader.dataset.weights={weights}',
             *stages.settle_overrides(cfg.prune_steps), *mask_overrides,
             f'callbacks.dynamic_loading.rule={rule}', *stages.interval_overrides(cfg.prune_steps)])
         stages.export(prune_dir / 'checkpoints' / 'latest-rank0.pt', prune_dir / 'exported')
         return prune_dir
 
     def l0_arm(arm: str, seed: int, rule: str, mask_overrides: list[str], prune_arm: Optional[str] = None,
-               extra: tuple[str, ...] = (), dense: bool = False) -> None:
+               extra: tuple[str, ...] = (), dense: bool = False, weights: Optional[str] = None) -> None:
         cont_dir = out / f'{arm}{tag}-s{seed}-continue'
         continued = cont_dir / 'hf' / 'huggingface' / f'ba{cfg.continue_steps}'
         label = ARM_LABELS[arm] + mixing
         prune_tokens, cont_tokens = cfg.prune_steps * BATCH * SEQ_LEN, cfg.continue_steps * BATCH * SEQ_LEN
         pruned_flops = train_flops(source_params, prune_tokens) + (0.0 if dense else calib_flops)
         started = time.monotonic()
-        prune_dir = prune_stage(prune_arm or arm, seed, rule, mask_overrides)
+        prune_dir = prune_stage(prune_arm or arm, seed, rule, mask_overrides, weights or start_weights)
         runs.append(cont_dir)
         if prune_arm is None:
             models[f'({arm}) {label}, pruned, untrained, seed {seed}'] = (prune_dir / 'exported', prune_tokens,
@@ -382,6 +407,7 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
         'a': lambda seed: l0_arm('a', seed, cfg.rule, []),
         'e': lambda seed: l0_arm('e', seed, cfg.rule, dense_init_overrides(cfg.prune_steps), dense=True),
         'b': lambda seed: l0_arm('b', seed, 'constant', []),
+        'u': lambda seed: l0_arm('u', seed, 'constant', [], weights=uniform_weights),
         'c': oneshot_arm,
         'd': scratch_arm,
         'f': lambda seed: oneshot_arm(seed, 'f', tuple(kd)),
@@ -411,14 +437,17 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
 
 def markdown_table(result: Comparison) -> str:
     domains = list(result.rows[0].losses)
-    lines = ['| model | parameters | train tokens | FLOPs | ' + ' | '.join(domains) + ' | average | arm run time |',
-             '|---|---:|---:|---:|' + '---:|' * (len(domains) + 2)]
+    weighted = bool(result.initial)
+    lines = ['| model | parameters | train tokens | FLOPs | ' + ' | '.join(domains) + ' | average |'
+             + (' weighted by the initial mixture |' if weighted else '') + ' arm run time |',
+             '|---|---:|---:|---:|' + '---:|' * (len(domains) + 2 + weighted)]
     for row in result.rows:
         cells = ' | '.join(f'{row.losses[d]:.3f}' for d in domains)
         seconds = f'{row.seconds / 60:.1f} min' if row.seconds is not None else ''
         flops = f'{row.flops:.2e}' if row.flops else ''
+        weighted_cell = f' {row.weighted_average(result.initial):.3f} |' if weighted else ''
         lines.append(f'| {row.name} | {row.params / 1e6:.1f}M | {row.trained_tokens:,} | {flops} | {cells} '
-                     f'| {row.average:.3f} | {seconds} |')
+                     f'| {row.average:.3f} |{weighted_cell} {seconds} |')
     return '\n'.join(lines) + '\n'
 
 
@@ -446,7 +475,7 @@ def write_outputs(result: Comparison, out: Path) -> Path:
         table += '\nUnits whose keep/prune decision changed during pruning (l0/changed_units at its end):\n\n'
         table += changed_units_table(result)
     (out / 'quality.json').write_text(json.dumps({
-        'config': result.config, 'seconds': result.seconds,
+        'config': result.config, 'seconds': result.seconds, 'initial_weights': result.initial,
         'rows': [{**asdict(row), 'average': row.average} for row in result.rows],
         'mixing': [asdict(m) for m in result.mixing], 'changed_units': result.changed_units}, indent=2) + '\n')
     path = out / 'quality.md'
@@ -470,6 +499,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument('--kd-alpha', type=float, default=0.5, help='distillation alpha of arms f and g')
     parser.add_argument('--corpus', choices=sorted(CORPORA), default='embedded',
                         help='embedded corpus without --data: its 3 domains, or wide, 6 (default embedded)')
+    parser.add_argument('--start', choices=('default', 'skewed'), default='default',
+                        help=f'initial domain weights: prune.yaml\'s (uniform on 6 domains) or skewed (the first '
+                             f'domain at {SKEWED_FIRST}); use a fresh --out per start')
     parser.add_argument('--arms', default=DEFAULT_ARMS, help=f'arms to run, of {ARM_LABELS} (default {DEFAULT_ARMS})')
     parser.add_argument('--seeds', default='17,18', help='seeds of every arm (default 17,18)')
     parser.add_argument('--rule', default='bounded', help='dynamic-loading rule of every dynamic arm (default bounded; '
@@ -479,7 +511,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     cfg = QualityConfig(out=args.out, data=args.data, heldout=args.heldout, source=args.source,
                         prune_steps=args.prune_steps, continue_steps=args.continue_steps, calib_rows=args.calib_rows,
                         heldout_rows=args.heldout_rows, scratch_lr=args.scratch_lr, kd_alpha=args.kd_alpha,
-                        rule=args.rule, corpus=args.corpus, arms=args.arms.split(','),
+                        rule=args.rule, corpus=args.corpus, start=args.start, arms=args.arms.split(','),
                         seeds=[int(x) for x in args.seeds.split(',')])
     start = time.monotonic()
     result = run_comparison(cfg)
