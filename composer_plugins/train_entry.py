@@ -14,6 +14,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Optional, Sequence
 
+from composer_plugins.bundled import resolve_run_yaml
 from composer_plugins.config.load import load_run_config
 from composer_plugins.config.schema import RunConfig
 from composer_plugins.config.typed import to_dict
@@ -25,7 +26,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger('composer_plugins.train')
 
-USAGE = 'usage: composer train.py YAML [key=value ...]   (or: python train.py YAML [key=value ...])'
+USAGE = ('usage: shear train YAML [key=value ...]   (or: composer [-n N] train.py YAML ..., '
+         'composer [-n N] -m composer_plugins.train_entry YAML ...); YAML is a path or a bundled name')
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -36,7 +38,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         log.error(USAGE)
         return 2
     try:
-        run_cfg = load_run_config(argv[0], argv[1:])
+        run_cfg = load_run_config(str(resolve_run_yaml(argv[0])), argv[1:])
     except ShearError as err:
         log.error('invalid config: %s', err)
         return 2

@@ -14,6 +14,7 @@ import sys
 
 # Sub-command modules, in the order `shear --help` lists them.
 COMMAND_MODULES = (
+    'composer_plugins.cli.train',
     'composer_plugins.cli.smollm2',
     'composer_plugins.cli.demo',
     'composer_plugins.cli.export',

@@ -11,7 +11,7 @@ from typing import Any, Literal, Optional, Union
 
 from composer_plugins.config.foundry_keys import foundry_text_dataset_keys
 from composer_plugins.data.domain_weights import per_domain_values, read_domain_weights
-from composer_plugins.data.shard_check import check_shards
+from composer_plugins.data.shard_check import check_row_length, check_shards
 from composer_plugins.errors import ConfigError
 
 
@@ -40,6 +40,7 @@ class TextDatasetConfig:
                     'prepare shards first (see README: data) or set remote',
                 )
             check_shards(shard_dir, f'{path}.local')
+            check_row_length(shard_dir, self.max_seq_len, f'{path}.local', f'{path}.max_seq_len')
 
 
 @dataclass(kw_only=True)
@@ -102,8 +103,19 @@ class MixtureDatasetConfig:
             for domain in self.domains:
                 index = os.path.join(self.local, domain, self.split, 'index.json')
                 if not os.path.isfile(index):
-                    raise ConfigError(f'{path}.domains: domain {domain!r} has no MDS index at {index!r}')
+                    raise ConfigError(f'{path}.domains: domain {domain!r} has no MDS index at {index!r}; '
+                                      f'{self._prepared_domains()}')
                 check_shards(os.path.dirname(index), f'{path}.domains[{domain}]')
+                check_row_length(os.path.dirname(index), self.max_seq_len, f'{path}.domains[{domain}]',
+                                 f'{path}.max_seq_len')
+
+    def _prepared_domains(self) -> str:
+        """Which domains of ``local`` have a ``<split>`` index, for an error message."""
+        found = sorted(entry for entry in (os.listdir(self.local) if os.path.isdir(self.local) else [])
+                       if os.path.isfile(os.path.join(self.local, entry, self.split, 'index.json')))
+        if not found:
+            return f'no domain of {self.local!r} has a {self.split!r} split (prepare it with shear prep)'
+        return f'the domains with a {self.split!r} split in {self.local!r} are {found}'
 
 
 @dataclass(kw_only=True)

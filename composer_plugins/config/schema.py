@@ -20,7 +20,7 @@ from composer_plugins.config.callback_schemas import typed_callbacks
 from composer_plugins.config.eval_loaders import eval_loader_list
 from composer_plugins.config.foundry_keys import any_key, check_foundry_key, foundry_train_keys
 from composer_plugins.config.loaders import LoaderConfig, MixtureLoaderConfig, TextLoaderConfig
-from composer_plugins.config.model_names import check_model_name
+from composer_plugins.config.model_names import check_model_name, check_tokenizer_name
 from composer_plugins.config.registry_args import OPTIMIZER_ARGS, SCHEDULER_ARGS, check_registry_args
 from composer_plugins.config.run_folders import check_load_path, check_save_folder
 from composer_plugins.data.data_model_check import check_manifest_vocab
@@ -30,6 +30,7 @@ from composer_plugins.errors import ConfigError
 from composer_plugins.models.tiny import TINY_MODEL_NAMES
 from composer_plugins.pruning.config import PruningConfig, require_armed
 from composer_plugins.pruning.shapes import ModelShape
+from composer_plugins.registry import ENTRY_POINTS
 
 TimeStr = Union[int, str]
 
@@ -65,6 +66,9 @@ class TokenizerConfig:
     """``tokenizer:``: a registered tokenizer name (``byte-level``), a local directory or a hub id."""
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self, path: str) -> None:
+        check_tokenizer_name(self.name, f'{path}.name', tuple(ENTRY_POINTS['tokenizers']))
 
 
 def _source_shape(model: ModelConfig) -> Optional[ModelShape]:

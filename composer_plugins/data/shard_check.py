@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-from typing import Any
+import struct
+from typing import Any, Optional
 
 from composer_plugins.errors import ConfigError
 
@@ -79,6 +81,49 @@ def check_shards(split_dir: str, key: str) -> int:
             name = (raw or zipped or {}).get('basename', '?')
             raise ConfigError(f'{key}: shard {os.path.join(split_dir, name)!r}, listed in {index_path!r}, is missing')
     return len(shards)
+
+
+SHAPE_FORMATS = ('B', 'H', 'I', 'Q')
+"""mosaicml-streaming's ``NDArray`` shape dtypes (uint8 ... uint64) by their code, the low two bits of the
+shape byte, as :mod:`struct` formats (no numpy: config load imports none)."""
+
+
+def first_row_tokens(split_dir: str) -> Optional[int]:
+    """The token count of the first row of ``<split_dir>``'s first shard, or None where it cannot be read
+    without decompressing (a zipped-only shard) or is not one ``tokens`` ndarray column of dynamic shape.
+
+    An MDS shard starts with ``n`` (uint32) and ``n + 1`` uint32 sample offsets; a sample of one
+    variable-size column is its size (uint32), then mosaicml-streaming's ``NDArray`` encoding with a
+    static dtype: one byte ``ndim << 2 | shape dtype``, the shape, the values.
+    """
+    try:
+        with open(os.path.join(split_dir, 'index.json'), encoding='utf-8') as f:
+            shard = json.load(f)['shards'][0]
+        encoding, raw = shard['column_encodings'][0], shard.get('raw_data')
+        if shard.get('column_names') != ['tokens'] or encoding.count(':') != 1 or not raw:
+            return None  # not ours, or a static shape ('ndarray:uint16:256')
+        with open(os.path.join(split_dir, raw['basename']), 'rb') as f:
+            count, start = struct.unpack('<II', f.read(8))
+            f.seek(start + 4)  # past the column size
+            shape_byte = f.read(1)[0]
+            ndim, form = shape_byte >> 2, '<' + SHAPE_FORMATS[shape_byte & 3] * (shape_byte >> 2)
+            shape = struct.unpack(form, f.read(struct.calcsize(form)))
+    except (OSError, ValueError, KeyError, IndexError, TypeError, struct.error):
+        return None
+    return math.prod(shape) if count and ndim else None
+
+
+def check_row_length(split_dir: str, max_seq_len: int, key: str, max_seq_len_key: str) -> None:
+    """Rows at least ``max_seq_len`` tokens long: a shorter row would silently train a shorter context.
+
+    Raises:
+        ConfigError: naming ``max_seq_len_key``, the folder and the rows' length.
+    """
+    row = first_row_tokens(split_dir)
+    if row is not None and max_seq_len > row:
+        raise ConfigError(f'{max_seq_len_key}: {max_seq_len} is longer than the rows of {key} {split_dir!r} '
+                          f'({row} tokens): every sample would be {row} tokens; prepare the data with '
+                          f'--seq-len {max_seq_len} or set max_seq_len <= {row}')
 
 
 def describe_row(dataset: Any, index: int) -> str:
