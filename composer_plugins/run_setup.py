@@ -12,14 +12,17 @@ import os
 
 from composer_plugins.config.fsdp_version import require_fsdp2
 from composer_plugins.config.schema import RunConfig
+from composer_plugins.console import quiet_third_party
 
 log = logging.getLogger(__name__)
 
 
 def prepare_run(run_cfg: RunConfig) -> RunConfig:
-    """Log level, FSDP2, one-process resume, unfinished checkpoints, the data's tokenizer, CPU threads."""
+    """Log level and console filters, FSDP2, one-process resume, unfinished checkpoints, the data's tokenizer,
+    CPU threads."""
     if run_cfg.python_log_level:
         logging.getLogger('composer_plugins').setLevel(run_cfg.python_log_level.upper())
+    quiet_third_party(run_cfg.autoresume)
     run_cfg = _for_one_process(run_cfg)
     if run_cfg.fsdp_config is not None:
         require_fsdp2()

@@ -18,6 +18,7 @@ from composer_plugins.bundled import resolve_run_yaml
 from composer_plugins.config.load import load_run_config
 from composer_plugins.config.schema import RunConfig
 from composer_plugins.config.typed import to_dict
+from composer_plugins.console import quiet_third_party
 from composer_plugins.errors import ShearError
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Validate the config, then train; returns a process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+    quiet_third_party()  # before the heavy imports whose warnings it filters
     if not argv or argv[0] in ('-h', '--help'):
         log.error(USAGE)
         return 2

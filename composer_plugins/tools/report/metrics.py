@@ -106,11 +106,20 @@ def last_mask_file(run_dir: Path) -> Optional[tuple[int, Path]]:
     return max(found) if found else None
 
 
+_HF_CHECKPOINT = re.compile(r'ba(\d+)$')
+
+
 def find_model_config(run_dir: Path) -> Optional[Path]:
-    """``RUN/exported/config.json``, else the first ``RUN/*/config.json`` (sorted), or None."""
+    """The ``config.json`` of the run's model: ``RUN/exported/``, else the latest Hugging Face checkpoint of
+    llm-foundry's ``hf_checkpointer`` (``RUN/hf/huggingface/ba<N>/``, the continued pre-training's),
+    else the first ``RUN/*/config.json`` (sorted), or None."""
     preferred = run_dir / 'exported' / 'config.json'
     if preferred.is_file():
         return preferred
+    hf = [(int(m[1]), p / 'config.json') for p in (run_dir / 'hf' / 'huggingface').glob('ba*')
+          if (m := _HF_CHECKPOINT.match(p.name)) and (p / 'config.json').is_file()]
+    if hf:
+        return max(hf)[1]
     candidates = sorted(p for p in run_dir.glob('*/config.json') if p.is_file())
     return candidates[0] if candidates else None
 

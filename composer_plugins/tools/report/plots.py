@@ -46,7 +46,7 @@ class _Colors:
 def _save(fig: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    fig.savefig(path, dpi=DPI, bbox_inches='tight')  # legends placed beside a panel stay in the image
     _pyplot().close(fig)
     log.info('Wrote %s', path)
     return path
@@ -92,25 +92,30 @@ def plot_domain_weights(runs: Sequence[RunData], path: Path) -> Optional[Path]:
 
 
 def plot_sparsity(runs: Sequence[RunData], path: Path) -> Optional[Path]:
-    """Expected (solid) vs target (dashed) sparsity per mask type over batches."""
-    drawn = [(i, run, run.suffixes('l0/expected_sparsity/')) for i, run in enumerate(runs)]
-    if not any(masks for _, _, masks in drawn):
+    """Expected (solid) vs target (dashed) sparsity over batches, one panel per mask type (masks with the same
+    target would hide each other in one panel)."""
+    masks = list(dict.fromkeys(mask for run in runs for mask in run.suffixes('l0/expected_sparsity/')))
+    if not masks:
         return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    color = _Colors()
-    for index, run, masks in drawn:
-        for mask in masks:
+    columns = min(3, len(masks))
+    rows = -(-len(masks) // columns)
+    fig, axes = _pyplot().subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False, sharey=True)
+    for ax, mask in zip(axes.flat, masks):
+        for index, run in enumerate(runs):
             steps, values = run.series(f'l0/expected_sparsity/{mask}')
-            ax.plot(steps, values, '-', color=color(mask), label=_label(run, f'{mask} expected', runs),
-                    **_marker(index, len(steps)))
+            ax.plot(steps, values, '-', color=f'C{index % 10}', label=_label(run, 'expected', runs), linewidth=3,
+                    alpha=0.5, **_marker(index, len(steps)))  # wide and pale: the target stays visible on it
             steps, values = run.series(f'l0/target_sparsity/{mask}')
             if steps:
-                ax.plot(steps, values, '--', color=color(mask), alpha=0.8,
-                        label=_label(run, f'{mask} target', runs), **_marker(index, len(steps)))
-    ax.set(xlabel='batch', ylabel='sparsity', title='Expected (solid) vs target (dashed) sparsity')
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize='x-small', ncol=2)
+                ax.plot(steps, values, '--', color='black', alpha=0.6, linewidth=1,
+                        label=_label(run, 'target', runs))
+        ax.set(title=mask, xlabel='batch', ylim=(-0.02, 1.02))
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(masks):]:
+        ax.set_visible(False)
+    axes[0][0].set_ylabel('sparsity')
+    axes[0][0].legend(fontsize='x-small')
+    fig.suptitle('Expected (solid) vs target (dashed) sparsity per mask')
     return _save(fig, path)
 
 
@@ -152,12 +157,13 @@ def plot_losses(
         return None
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for index, run, (steps, values) in train:
+    for index, run, (steps, values) in train:  # logged before the batch counter moves: batch b is step b - 1
         if steps:
-            left.plot(steps, values, color=f'C{index % 10}', label=_label(run, 'total', runs), linewidth=1)
+            left.plot(_done(steps), values, color=f'C{index % 10}', label=_label(run, 'total', runs), linewidth=1)
         lm_steps, lm_values = run.series('loss/train/lm')
         if lm_steps and lm_values != values:
-            left.plot(lm_steps, lm_values, ':', color=f'C{index % 10}', label=_label(run, 'lm', runs), linewidth=1)
+            left.plot(_done(lm_steps), lm_values, ':', color=f'C{index % 10}', label=_label(run, 'lm', runs),
+                      linewidth=1)
     left.set(xlabel='batch', ylabel='loss (nats/token)', title='Training loss')
     left.grid(alpha=0.3)
     if left.lines:
@@ -171,6 +177,12 @@ def plot_losses(
         right.axhline(loss, linestyle='--', color=color(domain), linewidth=1, label=f'{domain} reference')
     right.set(xlabel='batch', ylabel='loss (nats/token)', title='Eval loss per domain')
     right.grid(alpha=0.3)
-    if right.lines:
-        right.legend(fontsize='small')
+    if right.lines:  # beside the panel: inside it, the legend covers the curves
+        right.legend(fontsize='small', loc='upper left', bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     return _save(fig, path)
+
+
+def _done(steps: Sequence[int]) -> list[int]:
+    """Composer logs a batch's training loss at the step before the batch counter moves (the first batch is
+    step 0); the report counts batches done, as the evaluation after batch 10 is drawn at 10."""
+    return [step + 1 for step in steps]

@@ -141,3 +141,17 @@ def test_eval_loss_keys_and_layer_keep() -> None:
     assert keep.kept_layers == [0]
     assert keep.fractions == [[0.5, 0.5, 0.25], [0.25, 1.0, 1.0]]
     assert keep.hidden == (2, 3)
+
+
+def test_the_model_of_a_continued_run_is_its_latest_hf_checkpoint(tmp_path: Path) -> None:
+    """llm-foundry's ``hf_checkpointer`` writes ``hf/huggingface/ba<N>``: the report reads the latest one."""
+    from composer_plugins.tools.report.metrics import find_model_config
+
+    for batch in (5, 40, 10):
+        folder = tmp_path / 'hf' / 'huggingface' / f'ba{batch}'
+        folder.mkdir(parents=True)
+        (folder / 'config.json').write_text('{}')
+    assert find_model_config(tmp_path) == tmp_path / 'hf' / 'huggingface' / 'ba40' / 'config.json'
+    (tmp_path / 'exported').mkdir()
+    (tmp_path / 'exported' / 'config.json').write_text('{}')
+    assert find_model_config(tmp_path) == tmp_path / 'exported' / 'config.json'  # a pruning run's export first
