@@ -297,7 +297,8 @@ def prep_domain(
     total = sum(wanted.values()) * config.seq_len
     try:
         with logging_redirect_tqdm(), tqdm(total=total, desc=f'prep {name}', unit='tok', unit_scale=True,
-                                           file=sys.stderr, mininterval=1.0, dynamic_ncols=True) as progress:
+                                           file=sys.stderr, mininterval=1.0, dynamic_ncols=True,
+                                           delay=2.0) as progress:  # no ETA from the tokenizer processes' start-up
             for split in SPLITS:
                 splits[split] = write_split(
                     domain_dir / split, documents, wanted[split], config.seq_len, tokenizer.eos_token_id,

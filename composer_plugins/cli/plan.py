@@ -25,7 +25,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             'gradients, optimizer state, masks, FSDP working copy, activations, logits and runtime '
             'overhead. With --gpu-mem it says whether the run fits and, if not, which knob to turn first.'),
     )
-    parser.add_argument('yaml', metavar='YAML', help='run config, as for composer train.py')
+    parser.add_argument('yaml', metavar='YAML', help='run config, as for shear train (a path or a bundled name)')
     parser.add_argument('overrides', nargs='*', metavar='key=value', help='overrides, right after YAML')
     parser.add_argument('--gpus', type=int, default=1, help='GPUs (data-parallel processes); default 1')
     parser.add_argument('--gpu-mem', type=float, default=None, metavar='GiB',
@@ -50,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.gpu_mem is not None and not (math.isfinite(args.gpu_mem) and args.gpu_mem > 0):
         raise ConfigError(f'--gpu-mem: got {args.gpu_mem}; expected a positive number of GiB')
-    planned = plan_run(args.yaml, args.overrides, gpus=args.gpus, device=args.device,
+    from composer_plugins.bundled import resolve_run_yaml
+
+    planned = plan_run(str(resolve_run_yaml(args.yaml)), args.overrides, gpus=args.gpus, device=args.device,
                        source_shape=args.source_shape)
     breakdown = estimate_memory(planned.inputs)
     budget = None if args.gpu_mem is None else int(args.gpu_mem * GIB)

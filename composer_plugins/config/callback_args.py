@@ -46,13 +46,31 @@ class SourceOffsetRefs:
     gains weight when it lags *more than the others* relative to the source (the first gaps sum to
     zero). ``c`` is logged (``data/ref_offset``) and checkpointed.
     """
-    source_losses: Union[dict[str, Any], list[Any]]
+    source_losses: Union[dict[str, Any], list[Any], str]
+    """Per-domain losses, or the YAML file ``shear ref-loss measure --out`` wrote (``ref_losses: {...}``)."""
 
     def validate(self, path: str) -> None:
+        if isinstance(self.source_losses, str):
+            self.source_losses = _read_ref_losses_yaml(self.source_losses, f'{path}.{SOURCE_OFFSET_KEY}')
         self.source_losses = _finite_losses(self.source_losses, f'{path}.{SOURCE_OFFSET_KEY}')
 
     def check_domains(self, domains: Sequence[str], path: str) -> None:
         per_domain_values(self.source_losses, domains, f'{path}.{SOURCE_OFFSET_KEY}')
+
+
+def _read_ref_losses_yaml(file: str, key: str) -> dict[str, Any]:
+    """The ``ref_losses`` mapping of a YAML file written by ``shear ref-loss measure`` (no numpy, no torch)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(file).expanduser().read_text(encoding='utf-8'))
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f'{key}: cannot read {file!r}: {err}') from None
+    losses = data.get('ref_losses') if isinstance(data, dict) else None
+    if not isinstance(losses, dict) or not losses:
+        raise ConfigError(f'{key}: {file!r} holds no "ref_losses: {{domain: loss}}" mapping '
+                          '(write it with shear ref-loss measure --out)')
+    return losses
 
 
 @dataclass

@@ -51,10 +51,12 @@ def stub_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _smollm2_config_dir(root: Path) -> Path:
-    """A folder holding only SmolLM2-135M's config.json (its published fields)."""
+    """A folder holding SmolLM2-135M's config.json (its published fields) and a tokenizer config (prune.yaml's
+    tokenizer is the model folder; config load only checks that the folder holds a tokenizer)."""
     folder = root / 'smollm2-135m-config'
     folder.mkdir(exist_ok=True)
     (folder / 'config.json').write_text(json.dumps(KNOWN_SHAPES['smollm2-135m']))
+    (folder / 'tokenizer_config.json').write_text('{}')
     return folder
 
 

@@ -143,7 +143,15 @@ def _validate_without_data(raw: dict[str, Any]) -> tuple[RunConfig, list[str]]:
                 # name check and leaves the target-against-source check to that shape
                 model['source'] = _empty_model_dir(stub_root)
                 missing.append(f'model.source: {source}')
+        tokenizer = stubbed.get('tokenizer')
+        if isinstance(tokenizer, dict) and isinstance(tokenizer.get('name'), str):
+            name = tokenizer['name']
+            if looks_like_path(name) and not os.path.isdir(os.path.expanduser(name)):
+                tokenizer['name'] = 'byte-level'  # the plan never tokenizes
+                missing.append(f'tokenizer.name: {name}')
         missing += _stub_calibration(stubbed.get('callbacks'), stub_root)
+        # planning writes nothing: the checks of the run's output folder (existing checkpoints) do not apply
+        stubbed['save_folder'], stubbed['autoresume'] = None, False
         distillation = stubbed.get('distillation')
         if isinstance(distillation, dict) and isinstance(distillation.get('teacher'), str):
             teacher = distillation['teacher']

@@ -336,7 +336,7 @@ def test_known_shapes_have_the_published_sizes(name, params):
 
 
 @pytest.mark.parametrize(('argv', 'message'), [
-    ([str(TINY_YAML), 'optimizer.lrr=1e-3'], "optimizer.lrr: unknown key. Did you mean 'lr'?"),
+    ([str(TINY_YAML), 'optimizer.lrr=1e-3'], "optimizer.lrr: not an argument of decoupled_adamw. Did you mean 'lr'?"),
     ([str(TINY_YAML), '--gpus', '0'], '--gpus: got 0'),
     ([str(TINY_YAML), '--source-shape', 'llama9-70b'], "--source-shape 'llama9-70b': not a known shape"),
     ([str(TINY_YAML), 'model.source=someorg/unknown-model'], 'give the shape with --source-shape'),
@@ -352,6 +352,14 @@ def test_bad_input_gives_one_error_and_exit_code_2(argv, message, caplog, capsys
     assert len(errors) == 1
     assert message in errors[0].getMessage()
     assert capsys.readouterr().out == ''
+
+
+def test_plan_ignores_checkpoints_in_the_runs_save_folder(tmp_path, capsys):
+    """Planning writes nothing: a save folder that already holds checkpoints (which training refuses) is fine."""
+    (tmp_path / 'checkpoints').mkdir()
+    (tmp_path / 'checkpoints' / 'ep0-ba10-rank0.pt').write_bytes(b'')
+    assert main(['plan', str(TINY_YAML), f'variables.run_dir={tmp_path}']) == 0
+    assert 'peak' in capsys.readouterr().out.lower()
 
 
 # ---------------------------------------------------------------- estimate vs measured peak RSS (CPU)
