@@ -39,8 +39,19 @@ class _Colors:
         self._names: dict[str, int] = {}
 
     def __call__(self, name: str) -> str:
-        index = self._names.setdefault(name, len(self._names))
-        return f'C{index % 10}'
+        return f'C{self.index(name) % 10}'
+
+    def index(self, name: str) -> int:
+        return self._names.setdefault(name, len(self._names))
+
+
+_LINE_STYLES = ((0, ()), (0, (6, 3)), (0, (1, 2)), (0, (6, 2, 1, 2)), (0, (3, 3)))
+"""Solid, dashed, dotted, dash-dot, short dashes: equal curves of several names stay visible."""
+
+
+def _line_style(index: int) -> dict[str, Any]:
+    """The dash pattern and width of the ``index``-th name: later names thinner, so overlaps show every line."""
+    return {'linestyle': _LINE_STYLES[index % len(_LINE_STYLES)], 'linewidth': max(1.0, 3.0 - 0.5 * index)}
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -66,7 +77,7 @@ def _paired_panels(runs: Sequence[RunData], left_prefix: str, right_prefix: str)
                 steps, values = run.series(f'{prefix}{name}')
                 if steps:
                     ax.plot(steps, values, color=color(name), label=_label(run, name, runs),
-                            **_marker(index, len(steps)))
+                            **_line_style(color.index(name)), **_marker(index, len(steps)))
     return fig, left, right
 
 
@@ -103,6 +114,8 @@ def plot_sparsity(runs: Sequence[RunData], path: Path) -> Optional[Path]:
     for ax, mask in zip(axes.flat, masks):
         for index, run in enumerate(runs):
             steps, values = run.series(f'l0/expected_sparsity/{mask}')
+            if not steps:
+                continue
             ax.plot(steps, values, '-', color=f'C{index % 10}', label=_label(run, 'expected', runs), linewidth=3,
                     alpha=0.5, **_marker(index, len(steps)))  # wide and pale: the target stays visible on it
             steps, values = run.series(f'l0/target_sparsity/{mask}')
