@@ -19,6 +19,8 @@ import pytest
 from conftest import REPO_ROOT, subprocess_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+LAUNCHER_VARIABLES = ('RANK', 'LOCAL_RANK', 'WORLD_SIZE', 'LOCAL_WORLD_SIZE', 'NODE_RANK', 'MASTER_ADDR',
+                      'MASTER_PORT')
 
 
 def readme_walkthrough() -> str:
@@ -55,7 +57,7 @@ def test_readme_own_model_walkthrough_runs_as_written(tmp_path):
     write_user_inputs(tmp_path)
     script = tmp_path / 'walkthrough.sh'
     script.write_text('set -euo pipefail\n' + readme_walkthrough(), encoding='utf-8')
-    env = subprocess_env()
+    env = subprocess_env(unset=LAUNCHER_VARIABLES)  # a user's shell, not the rank of an earlier test's process
     env['PATH'] = f'{Path(sys.executable).parent}:{env["PATH"]}'  # `shear` of this environment
     proc = subprocess.run(['bash', str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1100)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]

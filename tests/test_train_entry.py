@@ -50,8 +50,9 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float) -> None:
         time.sleep(0.02)
 
 
-@pytest.mark.parametrize('yaml,distill', [(TINY_YAML, False), (PRUNE_TINY_YAML, False), (TINY_YAML, True)],
-                         ids=['plain', 'pruning', 'distillation'])
+@pytest.mark.parametrize('yaml,distill', [  # distillation's resume: the slow suite (its teacher adds nothing to resume)
+    (TINY_YAML, False), (PRUNE_TINY_YAML, False), pytest.param(TINY_YAML, True, marks=pytest.mark.slow)],
+    ids=['plain', 'pruning', 'distillation'])
 def test_sigkill_then_autoresume_matches_uninterrupted_run(corpus_dir, tmp_path, yaml, distill, request):
     """Weights (and, when pruning, log-alphas and multipliers) equal an uninterrupted run's."""
     total, kill_after = (30 if distill else 60), 10
@@ -103,7 +104,8 @@ def test_sigkill_then_autoresume_matches_uninterrupted_run(corpus_dir, tmp_path,
             assert straight[name] == killed[name], name
 
 
-@pytest.mark.parametrize('parallelism', ['ddp', 'fsdp2', 'fsdp2-distillation'])
+@pytest.mark.parametrize('parallelism', [  # FSDP2 with a teacher: the slow suite (the same sharded resume path)
+    'ddp', 'fsdp2', pytest.param('fsdp2-distillation', marks=pytest.mark.slow)])
 def test_two_process_run_checkpoints_and_resumes(corpus_dir, tmp_path, parallelism, request):
     save_folder = tmp_path / parallelism
     args = [f'variables.data_dir={corpus_dir}', 'eval_interval=4ba', 'save_interval=4ba', 'autoresume=true',

@@ -155,8 +155,14 @@ def _assert_pruning_state_came_back(checkpoint: Path, metrics: list[dict], batch
 
 
 def _pruner_optimizer_steps(state: dict) -> set[int]:
-    optimizer = state['optimizers']['AdamW']['state']
-    return {int(v['step']) for k, v in optimizer.items() if k.startswith('pruner.')}
+    """The Adam steps of the log-alphas and the multipliers: their optimizers are the mask callbacks' own."""
+    from composer_plugins.callbacks.pruning_params import unpacked
+
+    steps = set()
+    for callback in ('MaskLearning', 'LagrangianAscent'):
+        optimizer = unpacked(state['callbacks'][callback])['optimizer']
+        steps |= {int(entry['step']) for entry in optimizer['params'].values()}
+    return steps
 
 
 @pytest.fixture(scope='module')
