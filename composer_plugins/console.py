@@ -1,7 +1,8 @@
 """The console of a run: third-party lines that repeat or mislead, filtered once, here.
 
-:func:`quiet_third_party` is called by ``train.py`` / ``shear train`` and the recipe's llm-foundry
-config transform before anything is built. What it drops or corrects, and why:
+:func:`quiet_third_party` is called by every ``shear`` command, ``train.py`` and the recipe's
+llm-foundry config transform before anything is built. (``shear eval``'s lm-eval tasks write out
+each metric's aggregation, which lm-eval otherwise warns about six times a task.) What it drops or corrects, and why:
 
 * llm-foundry's ``changing autoresume default to True`` (``llmfoundry.command_utils.train``): printed
   whenever ``run_name`` and ``save_folder`` are set, although the Trainer gets the YAML's

@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(),
         format='%(asctime)s %(levelname)s %(name)s: %(message)s',
     )
+    from composer_plugins.console import quiet_third_party
     from composer_plugins.errors import ShearError
+    quiet_third_party()
     try:
         return int(args.func(args) or 0)
     except ShearError as err:

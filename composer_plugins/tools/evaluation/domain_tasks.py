@@ -31,6 +31,10 @@ from composer_plugins.errors import ShearError
 
 log = logging.getLogger(__name__)
 
+PERPLEXITY_AGGREGATIONS = {'word_perplexity': 'weighted_perplexity', 'byte_perplexity': 'weighted_perplexity',
+                           'bits_per_byte': 'bits_per_byte'}
+"""lm-eval's own defaults for its loglikelihood_rolling metrics (``lm_eval.api.task``), written into each task."""
+
 TASK_PREFIX = 'shear_'
 
 
@@ -68,7 +72,9 @@ def task_yaml(name: str, data_file: Path) -> str:
         'output_type': 'loglikelihood_rolling',
         'doc_to_text': '',
         'doc_to_target': '{{text}}',
-        'metric_list': [{'metric': m} for m in ('word_perplexity', 'byte_perplexity', 'bits_per_byte')],
+        'metric_list': [  # aggregation and direction written out: lm-eval warns 6 times a task otherwise
+            {'metric': metric, 'aggregation': aggregation, 'higher_is_better': False}
+            for metric, aggregation in PERPLEXITY_AGGREGATIONS.items()],
         'metadata': {'version': 1.0},
     }
     return json.dumps(config, indent=2) + '\n'  # JSON is valid YAML, and needs no yaml dependency
