@@ -10,7 +10,7 @@ CONSTRAINTS := requirements/constraints.txt
 STAMP := $(VENV)/.shear-installed-$(shell cat setup.py $(CONSTRAINTS) | $(PYTHON) -c "import hashlib,sys;print(hashlib.md5(sys.stdin.buffer.read()).hexdigest()[:10])")
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow install
+.PHONY: demo test test-slow install device-smoke
 
 install: $(STAMP)
 
@@ -30,3 +30,15 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m "slow" $(PYTEST_ARGS)
+
+# The GPU device check (benchmarks/device/README.md) as a CPU smoke in a device-like venv:
+# CPython 3.12 + torch 2.11 + transformers 5.x, the project's wheels installed with pip --target.
+DEVVENV ?= /work/devvenv
+DEVICE_PYTHON ?= $(or $(wildcard /root/.pyenv/versions/3.12.1/bin/python3.12),python3.12)
+DEVCHECK_OUT ?= /tmp/devcheck
+device-smoke:
+	@test -x $(DEVVENV)/bin/python || ($(DEVICE_PYTHON) -m venv $(DEVVENV) && $(DEVVENV)/bin/python -m pip install --progress-bar off \
+		'torch==2.11.*' 'transformers>=5,<6' accelerate safetensors tokenizers pytest)
+	PYTHON=$(DEVVENV)/bin/python bash benchmarks/device/fetch_wheels.sh
+	rm -rf $(DEVCHECK_OUT)/site
+	DEVICE_SITE=$(DEVCHECK_OUT)/site PATH=$(DEVVENV)/bin:$$PATH bash benchmarks/device/check.sh --smoke --out $(DEVCHECK_OUT)

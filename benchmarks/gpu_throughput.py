@@ -237,6 +237,9 @@ def run_overrides(arm: Arm, settings: Settings, data_dir: Path, model_dir: Path,
         overrides += ['optimizer.name=adamw', 'scheduler.name=constant_with_warmup', 'scheduler.t_warmup=0ba',
                       'scheduler.alpha_f=null']
     else:
+        source = model_fields(settings, 'source')  # prune_tiny.yaml's config_overrides would resize the source
+        overrides += [f'model.config_overrides.{key}={source[key]}' for key in ('num_hidden_layers',
+                                                                                  'num_attention_heads')]
         overrides += [f'model.pruning.target.{key}={value}' for key, value in settings.target.items()]
         overrides += ['callbacks.mask_learning.init=dense', 'callbacks.mask_learning.settle=0ba']
     if settings.gpus > 1:

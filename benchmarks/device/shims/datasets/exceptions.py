@@ -1,0 +1,5 @@
+"""``datasets.exceptions`` names llm-foundry reads at import."""
+
+
+class DatasetGenerationError(Exception):
+    pass

@@ -1,0 +1,1 @@
+"""``mlflow.data`` and the dataset-source modules llm-foundry's ``config_utils`` imports (empty)."""

@@ -1,0 +1,2 @@
+"""Empty stand-in for ``mlflow.data.delta_dataset_source``; any attribute raises."""
+from mlflow import __getattr__  # noqa: F401
