@@ -104,8 +104,8 @@ def test_sigkill_then_autoresume_matches_uninterrupted_run(corpus_dir, tmp_path,
             assert straight[name] == killed[name], name
 
 
-@pytest.mark.parametrize('parallelism', [  # FSDP2 with a teacher: the slow suite (the same sharded resume path)
-    'ddp', 'fsdp2', pytest.param('fsdp2-distillation', marks=pytest.mark.slow)])
+@pytest.mark.parametrize('parallelism', [  # DDP and FSDP2 with a teacher: the slow suite (CI runs it too)
+    pytest.param('ddp', marks=pytest.mark.slow), 'fsdp2', pytest.param('fsdp2-distillation', marks=pytest.mark.slow)])
 def test_two_process_run_checkpoints_and_resumes(corpus_dir, tmp_path, parallelism, request):
     save_folder = tmp_path / parallelism
     args = [f'variables.data_dir={corpus_dir}', 'eval_interval=4ba', 'save_interval=4ba', 'autoresume=true',

@@ -136,6 +136,7 @@ def test_mixing_follows_weights_and_small_domain_wraps(mixture_dir, tmp_path):
         assert len(set(drawn[domain])) == len(drawn[domain])  # big domains never repeat
 
 
+@pytest.mark.slow  # 2 ranks x 2 workers, killed and resumed: about 75 s (CI runs the slow suite too)
 def test_sigkill_resume_replays_the_same_samples_per_rank(mixture_dir, tmp_path):
     """composer -n 2, num_workers=2, doremi updates every 10 batches; kill after the ba20 checkpoint."""
     total = 120
