@@ -185,6 +185,7 @@ def plot_losses(
     for index, run, domains in evals:
         for domain, (steps, values) in domains.items():
             right.plot(steps, values, color=color(domain), label=_label(run, domain, runs),
+                       linestyle=_LINE_STYLES[index % len(_LINE_STYLES)],  # the run: solid, dashed, dotted ...
                        **(_marker(index, len(steps)) or {'marker': '.'}))
     for domain, loss in (ref_losses or {}).items():
         right.axhline(loss, linestyle='--', color=color(domain), linewidth=1, label=f'{domain} reference')
