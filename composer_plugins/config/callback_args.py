@@ -51,15 +51,16 @@ class SourceOffsetRefs:
 
     def validate(self, path: str) -> None:
         if isinstance(self.source_losses, str):
-            self.source_losses = _read_ref_losses_yaml(self.source_losses, f'{path}.{SOURCE_OFFSET_KEY}')
+            self.source_losses = read_ref_losses_file(self.source_losses, f'{path}.{SOURCE_OFFSET_KEY}')
         self.source_losses = _finite_losses(self.source_losses, f'{path}.{SOURCE_OFFSET_KEY}')
 
     def check_domains(self, domains: Sequence[str], path: str) -> None:
         per_domain_values(self.source_losses, domains, f'{path}.{SOURCE_OFFSET_KEY}')
 
 
-def _read_ref_losses_yaml(file: str, key: str) -> dict[str, Any]:
-    """The ``ref_losses`` mapping of a YAML file written by ``shear ref-loss measure`` (no numpy, no torch)."""
+def read_ref_losses_file(file: str, key: str) -> dict[str, Any]:
+    """The ``ref_losses`` mapping of a YAML file written by ``shear ref-loss`` (no numpy, no torch); errors name
+    ``key`` and the file. ``shear report --ref-losses`` reads the same files with it."""
     import yaml
 
     try:

@@ -185,24 +185,15 @@ def _load_masks(path: Path) -> dict[str, Any]:
 
 
 def read_ref_losses(path: str | Path) -> dict[str, float]:
-    """The ``ref_losses: {domain: loss}`` mapping of a YAML file written by ``shear ref-loss``.
+    """The ``ref_losses: {domain: loss}`` mapping of a YAML file written by ``shear ref-loss``, as numbers.
 
     Raises:
         ShearError: naming the file, when it is missing or not in that format.
     """
-    import yaml
+    from composer_plugins.config.callback_args import read_ref_losses_file
 
-    from composer_plugins.data.reference_losses import YAML_KEY
-
-    path = Path(path).expanduser()
-    try:
-        data = yaml.safe_load(path.read_text(encoding='utf-8'))
-    except (OSError, yaml.YAMLError) as err:
-        raise ShearError(f'{path}: cannot read reference losses: {err}') from err
-    losses = data.get(YAML_KEY) if isinstance(data, dict) else None
-    if not isinstance(losses, dict) or not losses:
-        raise ShearError(f'{path}: expected a non-empty "{YAML_KEY}: {{domain: loss}}" mapping')
+    losses = read_ref_losses_file(str(path), 'ref_losses')
     try:
         return {str(domain): float(loss) for domain, loss in losses.items()}
     except (TypeError, ValueError) as err:
-        raise ShearError(f'{path}: {YAML_KEY} values must be numbers: {err}') from err
+        raise ShearError(f'{path}: ref_losses values must be numbers: {err}') from err
