@@ -16,6 +16,7 @@ INSTALL_REQUIRES = [
     'llm-foundry==0.22.0',
     'mosaicml-streaming==0.12.0',
     'transformers>=4.51.3,<4.52',
+    'accelerate>=0.26',  # init_empty_weights: models built with empty parameters, then assigned (export, checkpoints)
     'omegaconf>=2.3,<2.5',
     'wandb<0.19',
     # `shear wandb-dashboard` (W&B's own workspace builder); 0.4.8+ need wandb>=0.28.2, 0.4.5 works with 0.18.x

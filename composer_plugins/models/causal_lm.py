@@ -60,10 +60,14 @@ class ShearCausalLM(HuggingFaceModel):
         attn_implementation: str = 'sdpa',
         pruning: Optional[Mapping[str, Any]] = None,
         init_device: str = 'cpu',
+        hf_model: Optional[PreTrainedModel] = None,
     ) -> None:
         if init_device != 'cpu':  # llm-foundry hands model.init_device on; the config layer allows only cpu
             raise ShearError(f"model.init_device: got {init_device!r}; only 'cpu' is supported")
-        model = load_causal_lm(source, pretrained, config_overrides, attn_implementation)
+        # hf_model: a model built by the caller, in place of loading ``source`` (Python callers only, e.g. the
+        # scale rehearsal's bfloat16 source; the YAML has no such key).
+        model = hf_model if hf_model is not None else load_causal_lm(source, pretrained, config_overrides,
+                                                                     attn_implementation)
         layer_types = tuple({type(layer) for layer in decoder_layers(model)})
         model.fsdp_wrap_fn = lambda module: isinstance(module, layer_types)
         model.activation_checkpointing_fn = lambda module: isinstance(module, layer_types)

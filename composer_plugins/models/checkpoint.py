@@ -22,9 +22,11 @@ from typing import Any, Optional
 
 import torch
 from composer.models import HuggingFaceModel
-from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+from composer.models.huggingface import get_hf_config_from_composer_state_dict
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from composer_plugins.errors import ShearError
+from composer_plugins.models.loading import empty_causal_lm
 from composer_plugins.models.pruner import Pruner
 from composer_plugins.pruning.shapes import ModelShape
 
@@ -91,7 +93,8 @@ def load_composer_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     else:
         log.info('Reading checkpoint %s', resolved)
         try:
-            checkpoint = torch.load(resolved, map_location='cpu', weights_only=False)
+            # mmap: only what is read takes memory (a monolithic checkpoint also holds the optimizer state).
+            checkpoint = torch.load(resolved, map_location='cpu', weights_only=False, mmap=True)
         except Exception as err:  # noqa: BLE001 - pickle / zip errors of every kind
             raise ShearError(f'cannot read checkpoint {original}: {err}') from err
     state = checkpoint.get('state') if isinstance(checkpoint, dict) else None
@@ -162,15 +165,16 @@ def load_pruning_checkpoint(
                          'cannot rebuild the model')
 
     tokenizer = _load_tokenizer(hf_state)
-    # FSDP2 saves the dynamic class name (``FSDPLlamaForCausalLM``); rebuild from the config instead.
-    hf_model = HuggingFaceModel.load_huggingface_model_from_saved_state(
-        hf_state, checkpoint, AutoModelForCausalLM, None)
+    # FSDP2 saves the dynamic class name (``FSDPLlamaForCausalLM``); rebuild from the config instead,
+    # with empty parameters that take the checkpoint's tensors (assign): the weights are held once.
+    hf_model = empty_causal_lm(get_hf_config_from_composer_state_dict(checkpoint))
     weights = {k[len(MODEL_PREFIX):]: v for k, v in model_state.items() if k.startswith(MODEL_PREFIX)}
     try:
-        missing, unexpected = hf_model.load_state_dict(weights, strict=False)
+        missing, unexpected = hf_model.load_state_dict(weights, strict=False, assign=True)
     except RuntimeError as err:
         raise ShearError(f'{path}: the saved weights do not fit the saved config: {err}') from err
     if getattr(hf_model.config, 'tie_word_embeddings', False):
+        hf_model.tie_weights()
         missing = [key for key in missing if key != 'lm_head.weight']  # shares embed_tokens.weight
     if missing or unexpected:
         raise ShearError(f'{path}: the saved weights do not fit the saved config: '

@@ -16,8 +16,9 @@ shape. The export reproduces exactly the computation of
   and :class:`~composer_plugins.models.masked_norm.MaskedRMSNorm` over the kept channels
   becomes a plain RMSNorm of the exported width; tied embeddings therefore stay tied.
 
-Everything is computed on the CPU in float32, or in float64 when the source model is
-float64 (so that tests can compare the masked and exported models in float64). Finally
+The exported model keeps a float64, bfloat16 or float16 source's dtype (float32 otherwise); the
+slices are exact and each folded product is computed in float32 (float64 for float64, so that tests
+can compare the masked and exported models in float64) and rounded once. Finally
 :func:`~composer_plugins.models.dead_units.check_no_dead_units` makes sure that every kept
 unit of the exported model still computes something.
 """
@@ -32,12 +33,13 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 import torch
+from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
-from transformers.modeling_utils import no_init_weights
 
 from composer_plugins.errors import ShearError
 from composer_plugins.models.adapters import adapter_for
 from composer_plugins.models.dead_units import check_no_dead_units
+from composer_plugins.models.loading import empty_causal_lm
 from composer_plugins.models.mask_scales import attention_layer_mask, ffn_scales, head_scales, mlp_layer_mask
 from composer_plugins.pruning.shapes import ModelShape, mask_shapes
 from data_prep.output_dirs import check_out_dir, staged_output
@@ -238,8 +240,50 @@ def _exported_config(config: Any, kept: KeptStructure, source: ModelShape, targe
 
 
 def export_dtype(hf_model: PreTrainedModel) -> torch.dtype:
-    """The dtype the export computes and returns in: float64 for a float64 source, else float32."""
-    return torch.float64 if hf_model.dtype == torch.float64 else torch.float32
+    """The dtype the export returns: the source's for float64, bfloat16 and float16 sources, else float32.
+
+    Products with the folded scales are computed in :func:`fold_dtype` and rounded once to this dtype.
+    """
+    return hf_model.dtype if hf_model.dtype in (torch.float64, torch.bfloat16, torch.float16) else torch.float32
+
+
+def fold_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the scales are folded in: float64 for a float64 export, float32 otherwise."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+class _Slicer:
+    """Makes the export's tensors: a slice of a source tensor, optionally times a per-column scale.
+
+    Slicing happens in the source's dtype (exact); a scale is multiplied in :func:`fold_dtype` and
+    the product rounded once to the export's dtype. Every result is a new tensor, never a view of
+    the source.
+    """
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        self.dtype = dtype
+        self.fold = fold_dtype(dtype)
+
+    def __call__(self, tensor: torch.Tensor, rows: Optional[torch.Tensor] = None,
+                 cols: Optional[torch.Tensor] = None, col_scale: Optional[torch.Tensor] = None) -> nn.Parameter:
+        value = tensor.detach()
+        copied = rows is not None or cols is not None
+        if rows is not None:
+            value = value.index_select(0, rows.to(value.device))
+        if cols is not None:
+            value = value.index_select(1, cols.to(value.device))
+        copied = copied or value.device.type != 'cpu'
+        value = value.to('cpu')
+        if col_scale is not None:
+            value = (value.to(self.fold) * col_scale.to(self.fold)).to(self.dtype)
+        else:
+            value = value.to(self.dtype, copy=not copied)
+        return nn.Parameter(value.contiguous())
+
+
+def _release(module: nn.Module) -> None:
+    """Frees ``module``'s parameters and buffers (moves them to the meta device)."""
+    module.to('meta')
 
 
 @torch.no_grad()
@@ -248,8 +292,15 @@ def export_pruned_model(
     masks: Mapping[str, torch.Tensor],
     source: ModelShape,
     target: ModelShape,
+    consume_source: bool = False,
 ) -> PreTrainedModel:
     """Builds the pruned model: a new HF model of the same class with the target shape.
+
+    Memory: the new model's parameters are made one tensor at a time, so the export's peak is
+    the source plus the exported model. With ``consume_source`` every source layer is freed as soon as
+    it is sliced (pruned layers first), and the embeddings after theirs: the peak is then about the
+    source plus the exported embeddings and one layer, which is what lets ``shear export`` and the
+    scale rehearsal (``benchmarks/scale_rehearsal.py``) export an 8B model on a 24 GiB machine.
 
     Args:
         hf_model: the source HF model (its norms may be :class:`MaskedRMSNorm` wrappers).
@@ -257,10 +308,10 @@ def export_pruned_model(
             units are folded into o_proj / down_proj, the hidden mask must be 0/1.
         source: shape of ``hf_model``.
         target: the exported shape.
+        consume_source: free ``hf_model``'s weights while exporting; it cannot be used afterwards.
 
     Returns:
-        A CPU model (float64 when ``hf_model`` is, float32 otherwise; see
-        :func:`export_dtype`) whose logits equal the masked model's (up to float
+        A CPU model in :func:`export_dtype` whose logits equal the masked model's (up to float
         rounding), with ``config`` a copy of the source's with only the shape fields changed.
 
     Raises:
@@ -273,27 +324,33 @@ def export_pruned_model(
         raise ShearError(f'the model has shape {actual}, but the masks were built for {source}')
     adapter = adapter_for(hf_model.config)
     dtype = export_dtype(hf_model)
-    kept = kept_structure(masks, source, target, dtype)
+    sliced = _Slicer(dtype)
+    kept = kept_structure(masks, source, target, sliced.fold)
     config = _exported_config(hf_model.config, kept, source, target)
-    with no_init_weights():
-        new_model = type(hf_model)(config)
-    new_model.to(device='cpu', dtype=dtype)
-
-    def weight(module: torch.nn.Module, name: str = 'weight') -> torch.Tensor:
-        return getattr(module, name).detach().to('cpu', dtype)
+    config.torch_dtype = dtype
+    new_model = empty_causal_lm(config, type(hf_model))
 
     hid = torch.tensor(kept.hidden, dtype=torch.long)
     head_dim = source.head_dim
-    adapter.embed_tokens(new_model).weight.copy_(weight(adapter.embed_tokens(hf_model))[:, hid])
-    adapter.final_norm(new_model).weight.copy_(weight(adapter.final_norm(hf_model))[hid])
+    old_embed, old_head = adapter.embed_tokens(hf_model), adapter.lm_head(hf_model)
+    old_norm = adapter.final_norm(hf_model)
+    adapter.embed_tokens(new_model).weight = sliced(old_embed.weight, cols=hid)
+    adapter.final_norm(new_model).weight = sliced(old_norm.weight, rows=hid)
     if source.tie_word_embeddings:
         new_model.tie_weights()
-        if adapter.lm_head(new_model).weight.data_ptr() != adapter.embed_tokens(new_model).weight.data_ptr():
+        if adapter.lm_head(new_model).weight is not adapter.embed_tokens(new_model).weight:
             raise ShearError('the exported model does not tie lm_head to embed_tokens')
     else:
-        adapter.lm_head(new_model).weight.copy_(weight(adapter.lm_head(hf_model))[:, hid])
-
+        adapter.lm_head(new_model).weight = sliced(old_head.weight, cols=hid)
     old_layers, new_layers = adapter.layers(hf_model), adapter.layers(new_model)
+    if consume_source:
+        for module in (old_embed, old_head, old_norm):
+            _release(module)
+        kept_sources = {layer.source_layer for layer in kept.layers}
+        for index, old_layer in enumerate(old_layers):
+            if index not in kept_sources:
+                _release(old_layer)
+
     for new_layer, layer in zip(new_layers, kept.layers):
         old_layer = old_layers[layer.source_layer]
         q_rows = _head_rows(layer.query_heads, head_dim)
@@ -301,27 +358,33 @@ def export_pruned_model(
         old_attn, new_attn = adapter.attention(old_layer), adapter.attention(new_layer)
         for proj, rows in (('q_proj', q_rows), ('k_proj', kv_rows), ('v_proj', kv_rows)):
             old_proj, new_proj = getattr(old_attn, proj), getattr(new_attn, proj)
-            new_proj.weight.copy_(weight(old_proj)[rows][:, hid])
+            new_proj.weight = sliced(old_proj.weight, rows=rows, cols=hid)
             if adapter.qkv_bias:
-                new_proj.bias.copy_(weight(old_proj, 'bias')[rows])
+                new_proj.bias = sliced(old_proj.bias, rows=rows)
         scale = kept.head_scale[layer.source_layer].repeat_interleave(head_dim)[q_rows]
-        new_attn.o_proj.weight.copy_(weight(old_attn.o_proj)[hid][:, q_rows] * scale)
+        new_attn.o_proj.weight = sliced(old_attn.o_proj.weight, rows=hid, cols=q_rows, col_scale=scale)
 
         ffn = torch.tensor(layer.intermediate, dtype=torch.long)
         old_mlp, new_mlp = adapter.mlp(old_layer), adapter.mlp(new_layer)
-        new_mlp.gate_proj.weight.copy_(weight(old_mlp.gate_proj)[ffn][:, hid])
-        new_mlp.up_proj.weight.copy_(weight(old_mlp.up_proj)[ffn][:, hid])
-        new_mlp.down_proj.weight.copy_(weight(old_mlp.down_proj)[hid][:, ffn] * kept.ffn_scale[layer.source_layer][ffn])
-
+        new_mlp.gate_proj.weight = sliced(old_mlp.gate_proj.weight, rows=ffn, cols=hid)
+        new_mlp.up_proj.weight = sliced(old_mlp.up_proj.weight, rows=ffn, cols=hid)
+        new_mlp.down_proj.weight = sliced(old_mlp.down_proj.weight, rows=hid, cols=ffn,
+                                          col_scale=kept.ffn_scale[layer.source_layer][ffn])
         for norm in adapter.norms(old_layer):
-            getattr(new_layer, norm).weight.copy_(weight(getattr(old_layer, norm))[hid])
+            getattr(new_layer, norm).weight = sliced(getattr(old_layer, norm).weight, rows=hid)
+        if consume_source:
+            _release(old_layer)
 
+    on_meta = [name for name, param in new_model.named_parameters() if param.is_meta]
+    if on_meta:
+        raise ShearError(f'internal error: the export left parameters unset: {on_meta[:5]}')
     exported = ModelShape.from_hf_config(new_model.config)
     if exported != target:
         raise ShearError(f'internal error: exported shape {exported} != target {target}')
     check_no_dead_units(new_model)
     new_model.eval()
-    log.info('Exported %s -> %s (%d parameters)', source, target, sum(p.numel() for p in new_model.parameters()))
+    log.info('Exported %s -> %s (%d parameters, %s)', source, target,
+             sum(p.numel() for p in new_model.parameters()), str(dtype).removeprefix('torch.'))
     return new_model
 
 

@@ -26,7 +26,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, force: bool = Fal
     hf_model, pruner, tokenizer, source_name = load_pruning_checkpoint(str(checkpoint))
     masks = pruner.l0_masks.deterministic()
     log.info('Deterministic masks:\n%s', summarize_masks(masks, pruner.source, pruner.target))
-    exported = export_pruned_model(hf_model, masks, pruner.source, pruner.target)
     record = pruning_record(masks, pruner.source, pruner.target, source_model or source_name)
+    exported = export_pruned_model(hf_model, masks, pruner.source, pruner.target, consume_source=True)
+    del hf_model
     save_exported(exported, tokenizer, record, str(out), force=force)
     return out

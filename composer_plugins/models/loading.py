@@ -66,3 +66,19 @@ def load_causal_lm(
             config, torch_dtype=torch_dtype, attn_implementation=attn_implementation,
         )
     return model
+
+
+def empty_causal_lm(config: Any, model_class: Optional[type] = None) -> PreTrainedModel:
+    """A causal LM of ``config`` whose parameters are on the meta device (no memory, no init); buffers are real.
+
+    For code that then assigns every parameter (``load_state_dict(..., assign=True)``, the export):
+    only the tensors assigned so far take memory, so a model is never held twice.
+    ``model_class``: the class to build (default: ``AutoModelForCausalLM`` for the config).
+    """
+    from accelerate import init_empty_weights
+    from transformers.modeling_utils import no_init_weights
+
+    with no_init_weights(), init_empty_weights(include_buffers=False):
+        if model_class is None:
+            return AutoModelForCausalLM.from_config(config)
+        return model_class(config)

@@ -462,3 +462,56 @@ def test_training_forward_keeps_no_kv_cache():
     assert outputs.past_key_values is None
     assert not [obj for obj in gc.get_objects() if isinstance(obj, Cache)]
     assert model.model.config.use_cache  # the saved config still generates with a cache
+
+
+BF16_ULP = 2.0 ** -8
+"""One bfloat16 unit in the last place, relative (8 significant bits): a bf16 export's folded products,
+computed in float32 and rounded once, are within it of the exactly rounded float64 product."""
+
+
+@pytest.mark.parametrize('name', ['tiny-llama-gqa', 'tiny-qwen2'])
+def test_bfloat16_source_exports_bfloat16_rounded_once(name: str) -> None:
+    """A bf16 source exports in bf16: slices exact, folded o_proj / down_proj within one bf16 ulp of float64."""
+    seed = 2
+    model = masked_model(name, seed, target_for(name, seed))
+    with torch.no_grad():  # weights that bf16 represents exactly, so both exports slice the same numbers
+        for param in model.model.parameters():
+            param.copy_(param.to(torch.bfloat16).double())
+    masks = model.pruner.l0_masks.deterministic()
+    source, target = model.pruner.source, model.pruner.target
+    reference = export_pruned_model(model.model, masks, source, target)
+    exported = export_pruned_model(model.model.to(torch.bfloat16), masks, source, target)
+    assert exported.dtype == torch.bfloat16 and reference.dtype == torch.float64
+    folded = ('o_proj.weight', 'down_proj.weight')
+    for (key, value), (_, expected) in zip(exported.named_parameters(), reference.named_parameters()):
+        value = value.double()
+        if key.endswith(folded):
+            assert ((value - expected).abs() <= BF16_ULP * expected.abs()).all(), key
+        else:
+            assert torch.equal(value, expected), key
+
+
+@pytest.mark.parametrize('name', TINY_MODEL_NAMES)
+def test_consume_source_exports_the_same_model_and_frees_the_source(name: str) -> None:
+    seed = 0
+    model = masked_model(name, seed, target_for(name, seed))
+    masks = model.pruner.l0_masks.deterministic()
+    source, target = model.pruner.source, model.pruner.target
+    kept = export_pruned_model(model.model, masks, source, target)
+    consumed = export_pruned_model(model.model, masks, source, target, consume_source=True)
+    for (key, value), (_, expected) in zip(consumed.named_parameters(), kept.named_parameters()):
+        assert torch.equal(value, expected), key
+    assert all(param.is_meta for param in model.model.parameters())
+
+
+def test_export_shares_no_memory_with_the_source() -> None:
+    """Unpruned dimensions are copies too: changing the source afterwards leaves the export as it was."""
+    seed = 1
+    model = masked_model('tiny-llama', seed, {**target_for('tiny-llama', seed), 'hidden_size': 64})
+    exported = export_masked(model)
+    before = {key: value.clone() for key, value in exported.state_dict().items()}
+    with torch.no_grad():
+        for param in model.model.parameters():
+            param.add_(1.0)
+    for key, value in exported.state_dict().items():
+        assert torch.equal(value, before[key]), key

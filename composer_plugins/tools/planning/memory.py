@@ -425,6 +425,24 @@ def _teacher_bytes(inputs: MemoryInputs, tokens: int) -> int:
     return weights + root + tokens * teacher.shape.vocab_size * KD_LOGIT_BYTES
 
 
+def export_host_bytes(source: ModelShape, target: ModelShape, weight_bytes: int = 4) -> int:
+    """Peak host memory of ``shear export`` (one CPU process; the GPUs play no part).
+
+    ::
+
+        export = b (P + P_root_t) + 1 GiB process baseline
+
+    ``b`` bytes a weight as the checkpoint holds it (4: the fp32 master weights of an ``amp_bf16`` run),
+    ``P`` the source's parameters, ``P_root_t`` the target's embeddings, untied LM head and final norm.
+    The rebuilt model takes the checkpoint's tensors without a copy, and the export
+    (:func:`~composer_plugins.models.export.export_pruned_model` with ``consume_source``) makes the
+    target's embeddings first, then frees the source's, then each pruned layer, then each kept layer
+    once it is sliced: the exported layers take the freed layers' place, so the peak is the source
+    plus the exported embeddings. The scale rehearsal (``benchmarks/scale_rehearsal.py``) measures it.
+    """
+    return weight_bytes * (count_params(source) + _root_params(target)) + CPU_BASELINE_BYTES
+
+
 def _root_params(shape: ModelShape) -> int:
     """``P_root``: parameters outside the decoder layers (embeddings, untied LM head, final norm)."""
     return count_embedding_params(shape) + shape.hidden_size

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 from composer_plugins.pruning.shapes import count_params
 from composer_plugins.tools.planning.advice import KnobOption
-from composer_plugins.tools.planning.memory import GIB, MemoryBreakdown, MemoryInputs
+from composer_plugins.tools.planning.memory import GIB, MemoryBreakdown, MemoryInputs, export_host_bytes
 from composer_plugins.tools.planning.run_inputs import PlannedRun
 
 
@@ -33,6 +33,19 @@ class MemoryPlan:
     @property
     def fits(self) -> Optional[bool]:
         return None if self.budget is None else self.breakdown.total <= self.budget
+
+    @property
+    def export_bytes(self) -> Optional[int]:
+        """Host memory of ``shear export`` of this pruning run's fp32 checkpoint (None without pruning)."""
+        pruning = self.run.config.model.pruning
+        if pruning is None:
+            return None
+        source = self.run.inputs.shape
+        return export_host_bytes(source, pruning.target.to_shape(source), 4)
+
+
+GPUS_PER_NODE = 8
+"""The node size the host-memory line assumes (``--gpus`` beyond it are other nodes)."""
 
 
 def _gib(value: int) -> float:
@@ -134,6 +147,14 @@ def render_text(plan: MemoryPlan) -> str:
             for option in others:
                 verdict = 'fits' if option.fits else 'does not fit'
                 lines.append(f'  {option.description} (total {option.breakdown.total / GIB:.2f} GiB, {verdict})')
+    if inputs.device == 'gpu':
+        per_node = min(inputs.gpus, GPUS_PER_NODE)
+        lines.append(f'Loading: each process builds the whole fp32 source on the CPU before FSDP2 shards it '
+                     f'(model.init_device: cpu): {per_node} x {4 * count_params(s) / GIB:.1f} GiB = '
+                     f'{per_node * 4 * count_params(s) / GIB:.1f} GiB of host memory on a node of {per_node} GPUs.')
+    if plan.export_bytes is not None:
+        lines.append(f'shear export of its checkpoint (fp32 weights): {plan.export_bytes / GIB:.1f} GiB of host '
+                     'memory, one CPU process.')
     if plan.run.missing_paths:
         lines.append('')
         lines.append('Not found on this machine (the plan reads neither data nor weights): '
@@ -173,6 +194,7 @@ def plan_to_dict(plan: MemoryPlan) -> dict[str, Any]:
         'total_gib': _gib(b.total),
         'budget_gib': None if plan.budget is None else _gib(plan.budget),
         'fits': plan.fits,
+        'export_host_gib': None if plan.export_bytes is None else _gib(plan.export_bytes),
         'recommendation': None if plan.recommendation is None else _option_dict(plan.recommendation),
         'options': [_option_dict(option) for option in plan.options],
         'missing_paths': list(plan.run.missing_paths),
