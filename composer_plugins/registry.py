@@ -28,7 +28,10 @@ ENTRY_POINTS: dict[str, dict[str, str]] = {
         'wandb_visuals': 'composer_plugins.callbacks.wandb_visuals:WandbVisuals',
     },
     'algorithms': {'distillation': 'composer_plugins.algorithms.distillation:Distillation'},
-    'loggers': {'jsonl': 'composer_plugins.loggers.jsonl_metrics:JsonlMetricsLogger'},
+    'loggers': {
+        'jsonl': 'composer_plugins.loggers.jsonl_metrics:JsonlMetricsLogger',
+        'console_bar': 'composer_plugins.console_bar:BarConsoleLogger',  # added with a progress bar
+    },
     'dataloaders': {'domain_mixture': 'composer_plugins.data.mixture_loader:build_domain_mixture_dataloader'},
     'optimizers': {'adamw': 'torch.optim:AdamW'},  # supports per-group maximize (the multipliers' ascent)
     'tokenizers': {'byte-level': 'data_prep.byte_tokenizer:ByteLevelTokenizer'},

@@ -18,11 +18,12 @@ log = logging.getLogger(__name__)
 
 
 def prepare_run(run_cfg: RunConfig) -> RunConfig:
-    """Log level and console filters, FSDP2, one-process resume, unfinished checkpoints, the data's tokenizer,
-    CPU threads."""
+    """Log level and console filters, the progress bar, FSDP2, one-process resume, unfinished checkpoints,
+    the data's tokenizer, CPU threads."""
     if run_cfg.python_log_level:
         logging.getLogger('composer_plugins').setLevel(run_cfg.python_log_level.upper())
     quiet_third_party(run_cfg.autoresume)
+    run_cfg = _console(run_cfg)
     run_cfg = _for_one_process(run_cfg)
     if run_cfg.fsdp_config is not None:
         require_fsdp2()
@@ -30,6 +31,14 @@ def prepare_run(run_cfg: RunConfig) -> RunConfig:
     _check_data_tokenizer(run_cfg)
     _share_cpu_threads()
     return run_cfg
+
+
+def _console(run_cfg: RunConfig) -> RunConfig:
+    """A progress bar with an ETA when the console is a terminal, the metrics blocks written above it
+    (:mod:`~composer_plugins.console_bar`); any other run's console is left as the YAML says."""
+    from composer_plugins.console_bar import with_progress_bar
+
+    return with_progress_bar(run_cfg)
 
 
 def _for_one_process(run_cfg: RunConfig) -> RunConfig:

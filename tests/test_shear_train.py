@@ -2,6 +2,7 @@
 config-time errors a user's first hour runs into: one line, exit code 2, in seconds, no hub lookup."""
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,7 @@ def test_shear_train_runs_a_bundled_yaml_by_name_from_any_folder(corpus_dir, tmp
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (tmp_path / 'run' / 'checkpoints' / 'ep0-ba2-rank0.pt').is_file()
+    assert '[batch=2/2]:' in proc.stderr and not re.search(r'\d+%\|', proc.stderr)  # piped: metrics blocks, no bar
 
 
 def test_composer_launcher_runs_the_entry_module_with_a_bundled_name(corpus_dir, tmp_path):
