@@ -82,10 +82,15 @@ def _paired_panels(runs: Sequence[RunData], left_prefix: str, right_prefix: str)
 
 
 def _finish_panels(fig: Any, axes: Sequence[Any], path: Path) -> Path:
+    """Grids, and one legend for the paired panels (they share their lines' labels), beside the last one
+    that has lines: inside a panel, the legend covers the curves."""
     for ax in axes:
         ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize='small')
+    with_lines = [ax for ax in axes if ax.lines]
+    if with_lines:
+        handles, labels = with_lines[0].get_legend_handles_labels()
+        with_lines[-1].legend(handles, labels, fontsize='small', loc='upper left', bbox_to_anchor=(1.02, 1.0),
+                              borderaxespad=0)
     return _save(fig, path)
 
 
