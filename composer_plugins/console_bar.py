@@ -47,9 +47,11 @@ _COMPOSER_WARNING = r'Specifying the ConsoleLogger via `loggers` is not recommen
 
 
 def stderr_is_terminal() -> bool:
-    """Whether this process's stderr is a TTY (False for a replaced or closed stderr)."""
+    """Whether this process's stderr is a TTY with a width (False for a replaced or closed stderr, and for a
+    pseudo-terminal of 0 columns, where tqdm draws an empty bar)."""
     try:
-        return os.isatty(sys.stderr.fileno())
+        fd = sys.stderr.fileno()
+        return os.isatty(fd) and os.get_terminal_size(fd).columns > 0
     except (AttributeError, OSError, ValueError):
         return False
 

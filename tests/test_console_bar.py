@@ -65,6 +65,8 @@ def test_stderr_is_terminal_on_a_pty_only(monkeypatch: pytest.MonkeyPatch):
     try:
         with open(slave, 'w', closefd=False) as tty, open(write_end, 'w', closefd=False) as pipe:
             monkeypatch.setattr('sys.stderr', tty)
+            assert not stderr_is_terminal()  # a pty of 0 columns: tqdm would draw an empty bar
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack('HHHH', 40, 160, 0, 0))
             assert stderr_is_terminal()
             monkeypatch.setattr('sys.stderr', pipe)
             assert not stderr_is_terminal()
