@@ -132,10 +132,11 @@ def run_in_pty(command: list[str], env: dict[str, str], timeout: float) -> str:
     os.close(slave)
     chunks = []
     deadline = time.monotonic() + timeout
+    poller = select.poll()  # not select.select: a long test session holds descriptors past its 1024 limit
+    poller.register(master, select.POLLIN)
     try:
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.5)
-            if not ready:
+            if not poller.poll(500):
                 if proc.poll() is not None:
                     break
                 continue
