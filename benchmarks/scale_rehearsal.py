@@ -181,6 +181,7 @@ def write_calibration(out: Path, vocab_size: int, rows: int, seq_len: int, seed:
 
 
 def rehearse(preset: str, layers: Optional[int], seq_len: int, calib_rows: int, seed: int) -> Rehearsal:
+    import numpy as np
     import torch
     from composer import Trainer
     from composer.core import Callback
@@ -223,7 +224,7 @@ def rehearse(preset: str, layers: Optional[int], seq_len: int, calib_rows: int, 
             def batch_end(self, state: Any, logger: Any) -> None:
                 clock.stop()
 
-        ids = torch.from_numpy(__import__('numpy').random.default_rng(seed + 1).integers(0, vocab_size, seq_len))
+        ids = torch.from_numpy(np.random.default_rng(seed + 1).integers(0, vocab_size, seq_len))
         sample = {'input_ids': ids, 'labels': ids.clone()}
         loader = torch.utils.data.DataLoader([sample], batch_size=1)
         trainer = Trainer(model=shear, train_dataloader=loader, max_duration='1ba',
@@ -276,7 +277,9 @@ def rehearse(preset: str, layers: Optional[int], seq_len: int, calib_rows: int, 
 
 # -- driver ---------------------------------------------------------------------------------------
 def markdown(results: list[Rehearsal], seq_len: int, calib_rows: int) -> str:
-    lines = [f'torch {__import__("torch").__version__}, Python {platform.python_version()}, '
+    import torch
+
+    lines = [f'torch {torch.__version__}, Python {platform.python_version()}, '
              f'{os.cpu_count()} cores; one sequence of {seq_len} tokens, {calib_rows} calibration rows, bf16.', '',
              '| preset | step | wall (s) | peak RSS (GiB) |', '|---|---|---:|---:|']
     for r in results:
