@@ -4,6 +4,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -66,6 +67,7 @@ def subprocess_env(unset: tuple[str, ...] = (), **extra: str) -> dict[str, str]:
     """Environment for child runs: the repo importable, the private TMPDIR, the ``unset`` names removed."""
     env = dict(os.environ)
     env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get('PYTHONPATH', '')]))
+    env.setdefault('PYTHONFAULTHANDLER', '1')  # stacks on SIGABRT: see run_train
     env.update(extra)
     for name in unset:
         env.pop(name, None)
@@ -84,14 +86,29 @@ def run_train(
     *overrides: str, nproc: int = 1, yaml: Path = TINY_YAML, timeout: float = 300, unset: tuple[str, ...] = (),
     **env: str,
 ) -> subprocess.CompletedProcess:
-    """Run a training job to completion and fail the test with its log if it fails."""
-    proc = subprocess.run(
-        train_command(*overrides, nproc=nproc, yaml=yaml),
-        cwd=REPO_ROOT, env=subprocess_env(unset, **env), capture_output=True, text=True, timeout=timeout,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f'training failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}')
-    return proc
+    """Run a training job to completion and fail the test with its log if it fails.
+
+    The job runs in its own process group: past ``timeout`` every process of it (launcher, ranks, data
+    workers) is aborted, and then killed, so a hung run leaves nothing behind to slow the tests after it;
+    the failure shows the end of its log with the Python stacks of local rank 0's threads (where it hung).
+    """
+    command = train_command(*overrides, nproc=nproc, yaml=yaml)
+    with subprocess.Popen(command, cwd=REPO_ROOT, env=subprocess_env(unset, **env), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True) as child:
+        try:
+            stdout, stderr = child.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGABRT)  # PYTHONFAULTHANDLER: each process prints its threads' stacks
+            try:
+                stdout, stderr = child.communicate(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+                stdout, stderr = child.communicate()
+            pytest.fail(f'training did not end within {timeout:.0f} s; the end of its log:\n'
+                        f'{stdout[-2000:]}\n{stderr[-20000:]}')
+    if child.returncode != 0:
+        pytest.fail(f'training failed ({child.returncode}):\n{stdout[-4000:]}\n{stderr[-8000:]}')
+    return subprocess.CompletedProcess(command, child.returncode, stdout, stderr)
 
 
 MIXTURE_YAML = REPO_ROOT / 'yamls' / 'mixture_tiny.yaml'

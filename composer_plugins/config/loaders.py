@@ -45,14 +45,24 @@ class TextDatasetConfig:
 
 @dataclass(kw_only=True)
 class DataLoaderOptions:
-    """The torch ``DataLoader`` keys every loader accepts."""
+    """The torch ``DataLoader`` keys every loader accepts.
+
+    ``persistent_workers`` unset is llm-foundry's default, true, wherever there are workers (torch refuses it
+    without). Workers that persist are forked once per run; otherwise every epoch forks them again, and the
+    ``domain_mixture`` loader's epoch is one update interval, after an evaluation that may leave threads
+    running in the forking process.
+    """
     drop_last: bool = True
     num_workers: int = 0
     pin_memory: bool = False
     # torch needs None with 0 workers
     prefetch_factor: Optional[int] = field(default=None, metadata={'keep_none': True})
-    persistent_workers: bool = False
+    persistent_workers: Optional[bool] = None
     timeout: int = 0
+
+    def __post_init__(self) -> None:
+        if self.persistent_workers is None:
+            self.persistent_workers = self.num_workers > 0
 
 
 @dataclass(kw_only=True)

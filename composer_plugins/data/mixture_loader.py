@@ -210,7 +210,7 @@ def build_domain_mixture_dataloader(
     num_workers: int = 0,
     pin_memory: bool = False,
     prefetch_factor: Optional[int] = None,
-    persistent_workers: bool = False,
+    persistent_workers: bool = True,
     timeout: int = 0,
 ) -> DataSpec:
     """llm-foundry dataloader builder: ``train_loader.name: domain_mixture``."""

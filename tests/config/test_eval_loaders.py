@@ -57,7 +57,7 @@ def test_short_form_follows_the_train_loaders_remote_or_its_own_local():
         'dataset': {'local': f'/cache/{domain}', 'remote': f's3://bucket/mix/{domain}', 'split': 'eval',
                     'shuffle': False, 'max_seq_len': 32},
         'drop_last': False, 'num_workers': 2, 'pin_memory': False, 'prefetch_factor': None,
-        'persistent_workers': False, 'timeout': 0,
+        'persistent_workers': True, 'timeout': 0,
     } for domain in ('a', 'b')]
     own = PerDomainEvalConfig(local='/eval-data', split='test')
     assert [e['dataset']['local'] for e in own.loaders(['a'], '/train-data', None, 32)] == ['/eval-data/a']

@@ -238,7 +238,7 @@ def test_llama2_preset_per_domain_evaluators_in_full(stub_data_dir):
         'dataset': {'local': f'{stub_data_dir}/{domain}', 'max_seq_len': 4096, 'split': 'eval', 'shuffle': False,
                     'shuffle_seed': 9176},
         'drop_last': False, 'num_workers': 2, 'pin_memory': False, 'prefetch_factor': None,
-        'persistent_workers': False, 'timeout': 0,
+        'persistent_workers': True, 'timeout': 0,
     } for domain in domains]
 
 
