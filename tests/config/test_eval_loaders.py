@@ -109,3 +109,10 @@ def test_an_override_of_another_container_type_is_one_error_naming_it():
     yaml_path = str(REPO_ROOT / 'yamls' / 'prune.yaml')
     with pytest.raises(ConfigError, match=r"override 'eval_loaders=\[1, 2\]': cannot merge"):
         load_yaml_with_overrides(yaml_path, ['eval_loaders=[1, 2]'])
+
+
+def test_persistent_workers_unset_follows_the_workers_and_a_written_value_wins():
+    """llm-foundry's default (true) where there are workers; torch refuses it without workers."""
+    assert PerDomainEvalConfig(num_workers=2).persistent_workers is True
+    assert PerDomainEvalConfig().persistent_workers is False
+    assert PerDomainEvalConfig(num_workers=2, persistent_workers=False).persistent_workers is False
