@@ -12,9 +12,12 @@ with the same number of training tokens ``B = (prune_steps + continue_steps) x b
 (e) the same from the paper's dense start (``init: dense``, mask and multiplier lr 0.5, the
     target ramped over the first fifth);
 (b) (a) with constant domain weights in both stages, at the initial mixture;
-(u) (a) with constant uniform domain weights in both stages.
+(u) (a) with constant uniform domain weights in both stages;
+(o) (a) with the references a user with one source model gets (``ref_losses: {source_losses: ...}``: the
+    source's per-domain losses moved by one offset, fitted at each run's first evaluation) in place of the
+    source's raw losses.
 
-The study of mixing rules (``--arms a,b,u``, on ``--corpus embedded`` and ``--corpus wide``, and with
+The study of mixing rules (``--arms a,b,u,o``, on ``--corpus embedded`` and ``--corpus wide``, and with
 ``--start skewed``: the first domain at 0.6 as RedPajama's ``cc``) scores the held-out loss both as the
 uniform average over domains and as the average weighted by the initial mixture.
 (c) one-shot pruning (``shear prune-oneshot``, activation importance on ``calib_rows``
@@ -114,6 +117,7 @@ def weights_override(weights: list[float]) -> str:
 ARM_LABELS = {'a': 'L0, init: importance (the default) + dynamic', 'e': 'L0, init: dense (paper) + dynamic',
               'b': 'L0, init: importance + constant weights (the initial mixture)', 'c': 'one-shot',
               'd': 'random init', 'u': 'L0, init: importance + constant uniform weights',
+              'o': 'L0, init: importance + dynamic, references: source losses + offset',
               'f': 'one-shot + KD', 'g': 'L0, init: importance + dynamic + KD',
               'h': 'L0, init: importance, margin 8, weights lr 2e-4 + dynamic',
               'i': 'L0, init: importance, margin 8, weights lr 2e-4 + dynamic + KD',
@@ -294,6 +298,9 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
     domains = list(refs)
     start_weights = weights_override(initial_weights(tuple(domains), cfg.start))
     uniform_weights = weights_override([1 / len(domains)] * len(domains))
+    source_offset_refs = ('callbacks.dynamic_loading.ref_losses=null',  # replaced, not merged with the raw losses
+                          'callbacks.dynamic_loading.ref_losses={source_losses: {'
+                          + ', '.join(f'{d}: {v:.4f}' for d, v in refs.items()) + '}}')
     result.initial = dict(zip(domains, initial_weights(tuple(domains), cfg.start)))
     if tuple(domains) != DOMAINS:
         common.append(f'train_loader.dataset.domains=[{",".join(domains)}]')
@@ -333,14 +340,18 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
         return prune_dir
 
     def l0_arm(arm: str, seed: int, rule: str, mask_overrides: list[str], prune_arm: Optional[str] = None,
-               extra: tuple[str, ...] = (), dense: bool = False, weights: Optional[str] = None) -> None:
+               extra: tuple[str, ...] = (), dense: bool = False, weights: Optional[str] = None,
+               ref_overrides: tuple[str, ...] = ()) -> None:
+        """``extra``: overrides of the continued stage that add a teacher's forward passes (counted in its FLOPs);
+        ``ref_overrides``: overrides of both stages' reference losses."""
         cont_dir = out / f'{arm}{tag}-s{seed}-continue'
         continued = cont_dir / 'hf' / 'huggingface' / f'ba{cfg.continue_steps}'
         label = ARM_LABELS[arm] + mixing
         prune_tokens, cont_tokens = cfg.prune_steps * BATCH * SEQ_LEN, cfg.continue_steps * BATCH * SEQ_LEN
         pruned_flops = train_flops(source_params, prune_tokens) + (0.0 if dense else calib_flops)
         started = time.monotonic()
-        prune_dir = prune_stage(prune_arm or arm, seed, rule, mask_overrides, weights or start_weights)
+        prune_dir = prune_stage(prune_arm or arm, seed, rule, [*mask_overrides, *ref_overrides],
+                                weights or start_weights)
         runs.append(cont_dir)
         if prune_arm is None:
             models[f'({arm}) {label}, pruned, untrained, seed {seed}'] = (prune_dir / 'exported', prune_tokens,
@@ -350,7 +361,8 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
                 *common, *seeded(seed), f'variables.model_dir={prune_dir / "exported"}',
                 f'variables.prune_run_dir={prune_dir}', f'variables.run_dir={cont_dir}',
                 f'max_duration={cfg.continue_steps}ba', f'save_interval={cfg.continue_steps}ba',
-                f'callbacks.dynamic_loading.rule={rule}', *stages.interval_overrides(cfg.continue_steps), *extra])
+                f'callbacks.dynamic_loading.rule={rule}', *stages.interval_overrides(cfg.continue_steps),
+                *ref_overrides, *extra])
             record_seconds(cont_dir, started)
         else:
             log.info('Arm %s seed %d already done in %s', arm, seed, cont_dir)
@@ -408,6 +420,7 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
         'e': lambda seed: l0_arm('e', seed, cfg.rule, dense_init_overrides(cfg.prune_steps), dense=True),
         'b': lambda seed: l0_arm('b', seed, 'constant', []),
         'u': lambda seed: l0_arm('u', seed, 'constant', [], weights=uniform_weights),
+        'o': lambda seed: l0_arm('o', seed, cfg.rule, [], ref_overrides=source_offset_refs),
         'c': oneshot_arm,
         'd': scratch_arm,
         'f': lambda seed: oneshot_arm(seed, 'f', tuple(kd)),

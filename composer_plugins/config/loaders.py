@@ -64,6 +64,15 @@ class DataLoaderOptions:
         if self.persistent_workers is None:
             self.persistent_workers = self.num_workers > 0
 
+    def validate(self, path: str) -> None:
+        """torch's ``DataLoader`` refuses both keys without worker processes; say so before anything is built."""
+        if self.num_workers < 0:
+            raise ConfigError(f'{path}.num_workers: got {self.num_workers}; expected 0 or more')
+        for key in ('persistent_workers', 'prefetch_factor'):
+            if self.num_workers == 0 and getattr(self, key) not in (None, False):
+                raise ConfigError(f'{path}.{key}: got {getattr(self, key)!r} with num_workers: 0; torch needs '
+                                  f'worker processes for it: set num_workers above 0 or leave {key} unset')
+
 
 @dataclass(kw_only=True)
 class TextLoaderConfig(DataLoaderOptions):

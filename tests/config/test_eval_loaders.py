@@ -116,3 +116,12 @@ def test_persistent_workers_unset_follows_the_workers_and_a_written_value_wins()
     assert PerDomainEvalConfig(num_workers=2).persistent_workers is True
     assert PerDomainEvalConfig().persistent_workers is False
     assert PerDomainEvalConfig(num_workers=2, persistent_workers=False).persistent_workers is False
+
+
+@pytest.mark.parametrize('key, value', [('persistent_workers', 'true'), ('prefetch_factor', '2')])
+@pytest.mark.parametrize('loader', ['train_loader', 'eval_loaders.per_domain'])
+def test_worker_keys_without_workers_are_one_error_naming_the_key(stub_mixture, loader, key, value):
+    """torch refuses these with ``num_workers: 0``; the config says so at load, naming the loader's key."""
+    with pytest.raises(ConfigError, match=rf'^{re.escape(loader)}\.{key}: got .* with num_workers: 0'):
+        _load(stub_mixture, f'{loader}.num_workers=0', f'{loader}.{key}={value}')
+    _load(stub_mixture, f'{loader}.num_workers=1', f'{loader}.{key}={value}')  # with a worker both are fine
