@@ -125,3 +125,8 @@ def test_worker_keys_without_workers_are_one_error_naming_the_key(stub_mixture, 
     with pytest.raises(ConfigError, match=rf'^{re.escape(loader)}\.{key}: got .* with num_workers: 0'):
         _load(stub_mixture, f'{loader}.num_workers=0', f'{loader}.{key}={value}')
     _load(stub_mixture, f'{loader}.num_workers=1', f'{loader}.{key}={value}')  # with a worker both are fine
+
+
+def test_a_negative_worker_count_is_one_error_naming_the_key(stub_mixture):
+    with pytest.raises(ConfigError, match=r'^train_loader\.num_workers: got -1; expected 0 or more'):
+        _load(stub_mixture, 'train_loader.num_workers=-1')
