@@ -300,9 +300,9 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
     domains = list(refs)
     start_weights = weights_override(initial_weights(tuple(domains), cfg.start))
     uniform_weights = weights_override([1 / len(domains)] * len(domains))
-    source_offset_refs = ('callbacks.dynamic_loading.ref_losses=null',  # replaced, not merged with the raw losses
-                          'callbacks.dynamic_loading.ref_losses={source_losses: {'
-                          + ', '.join(f'{d}: {v:.4f}' for d, v in refs.items()) + '}}')
+    ref_key, raw_refs = stages.ref_losses_override(refs).split('=', 1)
+    source_offset_refs = (f'{ref_key}=null',  # replaced, not merged with the raw losses' mapping
+                          f'{ref_key}={{source_losses: {raw_refs}}}')
     result.initial = dict(zip(domains, initial_weights(tuple(domains), cfg.start)))
     if tuple(domains) != DOMAINS:
         common.append(f'train_loader.dataset.domains=[{",".join(domains)}]')
@@ -326,7 +326,6 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
 
     def record_seconds(run_dir: Path, started: float) -> None:
         (run_dir / 'arm_seconds.json').write_text(json.dumps({'seconds': round(time.monotonic() - started, 1)}))
-        drop_checkpoints(run_dir)
 
     def arm_seconds(run_dir: Path) -> Optional[float]:
         path = run_dir / 'arm_seconds.json'
@@ -374,6 +373,7 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
                 f'callbacks.dynamic_loading.rule={rule}', *stages.interval_overrides(cfg.continue_steps),
                 *ref_overrides, *extra])
             record_seconds(cont_dir, started)
+            drop_checkpoints(cont_dir)
         else:
             log.info('Arm %s seed %d already done in %s', arm, seed, cont_dir)
         flops = pruned_flops + train_flops(model_params(continued), cont_tokens)
@@ -396,6 +396,7 @@ def run_comparison(cfg: QualityConfig) -> Comparison:
             f'max_duration={steps}ba', f'save_interval={steps}ba',
             f'callbacks.dynamic_loading.rule={cfg.rule}', *stages.interval_overrides(steps), *extra])
         record_seconds(run_dir, started)
+        drop_checkpoints(run_dir)
         return final, arm_seconds(run_dir)
 
     def oneshot_arm(seed: int, arm: str = 'c', extra: tuple[str, ...] = (), equal_flops: bool = False) -> None:
