@@ -8,6 +8,8 @@ names the dataclass of every callback this package registers.
 """
 from __future__ import annotations
 
+import dataclasses
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence, Union
@@ -174,6 +176,7 @@ class DynamicLoadingConfig:
                 raise ConfigError(f'{path}.{key}: got {value}; expected a value in [0, 1)')
         for key, kind in ((SCALING_LAW_KEY, ScalingLawRefs), (SOURCE_OFFSET_KEY, SourceOffsetRefs)):
             if isinstance(self.ref_losses, dict) and key in self.ref_losses:
+                _refuse_merged_forms(self.ref_losses, kind, key, f'{path}.ref_losses')
                 # not a per-domain map: say why (an unknown key, a missing CSV ...) rather than "unknown domain"
                 self.ref_losses = from_dict(kind, self.ref_losses, f'{path}.ref_losses')
         if isinstance(self.ref_losses, (ScalingLawRefs, SourceOffsetRefs)):
@@ -184,6 +187,24 @@ class DynamicLoadingConfig:
             if self.rule == 'bounded' and any(v <= 0 for v in values):
                 raise ConfigError(f'{path}.ref_losses: rule bounded divides by the reference; got '
                                   f'{self.ref_losses}, expected positive losses')
+
+
+def _refuse_merged_forms(ref_losses: dict[str, Any], kind: type, key: str, path: str) -> None:
+    """Refuse ``{key: ..., code: 2.5, ...}``: a ``{key: ...}`` form merged with a per-domain mapping.
+
+    That is what a command-line override such as ``ref_losses={source_losses: {...}}`` gives over a
+    YAML that holds ``ref_losses: {code: 2.5, ...}``: OmegaConf merges mappings, it does not replace
+    them. A stray key close to one of ``kind``'s own is left to :func:`from_dict` ("Did you mean").
+    """
+    fields = [f.name for f in dataclasses.fields(kind)]
+    stray = [k for k in ref_losses if k not in fields]
+    if not stray or any(difflib.get_close_matches(str(k), fields, n=1) for k in stray):
+        return
+    if all(isinstance(ref_losses[k], (int, float)) and not isinstance(ref_losses[k], bool) for k in stray):
+        raise ConfigError(
+            f'{path}: holds both {key!r} and per-domain losses for {stray}; an override merges into the '
+            f"YAML's mapping rather than replacing it: give {path}=null before the new form",
+        )
 
 
 def _finite_losses(values: Union[dict[str, Any], list[Any]], path: str) -> Union[dict[str, float], list[float]]:

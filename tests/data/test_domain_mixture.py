@@ -329,3 +329,15 @@ def test_bad_source_offset_references_fail_at_load(mixture_dir, override, messag
         load_run_config(str(MIXTURE_YAML), [f'variables.data_dir={mixture_dir}',
                                             'callbacks.dynamic_loading.ref_losses=null',
                                             f'callbacks.dynamic_loading.ref_losses={override}'])
+
+
+def test_an_override_merged_into_the_per_domain_references_names_the_fix(mixture_dir):
+    """mixture_tiny.yaml holds ``ref_losses: {alpha: .., beta: .., small: ..}``; an override of another form
+    merges into it (OmegaConf), and the error says to null the key first rather than "unknown key"."""
+    with pytest.raises(ConfigError) as err:
+        load_run_config(str(MIXTURE_YAML), [f'variables.data_dir={mixture_dir}',
+                                            'callbacks.dynamic_loading.rule=bounded',
+                                            'callbacks.dynamic_loading.ref_losses={source_losses: [1.0, 1.5, 0.5]}'])
+    message = str(err.value)
+    assert "holds both 'source_losses' and per-domain losses for ['alpha', 'beta', 'small']" in message
+    assert 'give callbacks.dynamic_loading.ref_losses=null before the new form' in message
