@@ -74,11 +74,15 @@ def settle_overrides(batches: int) -> list[str]:
 
 
 def train(yaml: Path, overrides: Sequence[str]) -> None:
-    """``composer train.py YAML overrides...`` in this process (one rank)."""
+    """``composer train.py YAML overrides...`` in this process (one rank), which keeps no model alive after it."""
     from composer_plugins.data.streaming_memory import released_streaming_memory
+    from composer_plugins.models.state_dict_cache import release_state_dict_cache
     from composer_plugins.train_entry import main as train_main
-    with released_streaming_memory():  # several runs in one process would exhaust the open-file limit
-        code = train_main([str(yaml), *overrides])
+    try:
+        with released_streaming_memory():  # several runs in one process would exhaust the open-file limit
+            code = train_main([str(yaml), *overrides])
+    finally:
+        release_state_dict_cache()  # or each run's model and optimizer state would stay in memory
     if code != 0:
         raise ShearError(f'training with {yaml.name} failed (see the log above)')
 
