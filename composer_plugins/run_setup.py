@@ -25,12 +25,19 @@ def prepare_run(run_cfg: RunConfig) -> RunConfig:
     quiet_third_party(run_cfg.autoresume)
     run_cfg = _console(run_cfg)
     run_cfg = _for_one_process(run_cfg)
-    if run_cfg.fsdp_config is not None:
-        require_fsdp2()
+    check_environment(run_cfg)
     _set_aside_unfinished_checkpoints(run_cfg)
     _check_data_tokenizer(run_cfg)
     _share_cpu_threads()
     return run_cfg
+
+
+def check_environment(run_cfg: RunConfig) -> None:
+    """What the environment decides and no heavy import is needed to check: a sharded run (``fsdp_config``,
+    more than one process) needs Composer's FSDP2 (:func:`require_fsdp2`). ``train.py`` calls it before
+    importing torch and llm-foundry, so a wrong ``FSDP_VERSION`` fails in a second rather than after ~10 s."""
+    if run_cfg.fsdp_config is not None and int(os.environ.get('WORLD_SIZE', '1')) != 1:
+        require_fsdp2()
 
 
 def _console(run_cfg: RunConfig) -> RunConfig:

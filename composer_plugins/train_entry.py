@@ -20,6 +20,7 @@ from composer_plugins.config.schema import RunConfig
 from composer_plugins.config.typed import to_dict
 from composer_plugins.console import quiet_third_party
 from composer_plugins.errors import ShearError
+from composer_plugins.run_setup import check_environment
 
 if TYPE_CHECKING:
     import torch
@@ -41,6 +42,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     try:
         run_cfg = load_run_config(str(resolve_run_yaml(argv[0])), argv[1:])
+        check_environment(run_cfg)
     except ShearError as err:
         log.error('invalid config: %s', err)
         return 2

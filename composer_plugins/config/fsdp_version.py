@@ -5,7 +5,8 @@ and defaults to FSDP1 (``trainer.py``, ``_parse_parallelism_config``), although 
 ``fsdp_config`` is written for FSDP2 and the pruning hooks, export and one-process resume assume it.
 :func:`require_fsdp2` sets ``FSDP_VERSION=2`` when it is unset and refuses any other value with
 one message. The recipe's llm-foundry config transform calls it for a run with ``fsdp_config``
-(:func:`~composer_plugins.run_setup.prepare_run`), on every entry path.
+(:func:`~composer_plugins.run_setup.prepare_run`), on every entry path; ``train.py`` calls it
+too, before its heavy imports (:func:`~composer_plugins.run_setup.check_environment`).
 """
 from __future__ import annotations
 
