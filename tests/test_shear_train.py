@@ -26,6 +26,7 @@ def test_shear_train_runs_a_bundled_yaml_by_name_from_any_folder(corpus_dir, tmp
     assert '[batch=2/2]:' in proc.stderr and not re.search(r'\d+%\|', proc.stderr)  # piped: metrics blocks, no bar
 
 
+@pytest.mark.slow  # 2 processes; the default run launches 2 with train.py and with torchrun
 def test_composer_launcher_runs_the_entry_module_with_a_bundled_name(corpus_dir, tmp_path):
     launcher = [sys.executable, '-m', 'composer.cli.launcher', '-n', '2', '--master_port', str(free_port()),
                 '-m', 'composer_plugins.train_entry']

@@ -263,6 +263,7 @@ def test_weights_respond_to_the_loss_gap(mixture_dir, tmp_path):
     assert doremi['data/samples/small'][-1][1] > constant['data/samples/small'][-1][1]
 
 
+@pytest.mark.slow  # two training processes at once: 40 s on 2 cores
 def test_two_concurrent_runs_keep_their_own_shared_memory_and_samples(mixture_dir, tmp_path):
     """Two mixture runs on one machine, 2 workers each, the second started while the first trains, and a
     third dataset alive in this process: both runs finish with the same samples (same seed, so the same
