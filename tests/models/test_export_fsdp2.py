@@ -1,7 +1,9 @@
-"""FSDP2 with 2 CPU processes runs pruning steps; `shear export` reads the sharded checkpoint."""
+"""FSDP2 with 2 CPU processes (``FSDP_VERSION`` unset) runs pruning steps; `shear export` reads the sharded
+checkpoint."""
 from __future__ import annotations
 
 import json
+import re
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -13,13 +15,16 @@ from conftest import PRUNE_TINY_YAML, run_train
 
 def test_fsdp2_pruning_run_exports_from_sharded_checkpoint(corpus_dir, tmp_path):
     save_folder = tmp_path / 'ckpt'
-    run_train(
+    started = run_train(
         f'variables.data_dir={corpus_dir}', f'variables.run_dir={tmp_path}', 'max_duration=6ba',
         'eval_interval=6ba', 'save_interval=6ba', 'run_name=fsdp2-prune', f'save_folder={save_folder}',
         'fsdp_config={state_dict_type: sharded, mixed_precision: FULL}',
         'callbacks.mask_learning.settle=0ba',  # let the masks move freely (no projection onto the target)
-        nproc=2, yaml=PRUNE_TINY_YAML, FSDP_VERSION='2',
+        nproc=2, yaml=PRUNE_TINY_YAML, unset=('FSDP_VERSION',),  # FSDP2 from the YAML alone
     )
+    # the module types of the model it trained, as each rank whose log the launcher shows reports them
+    wrapped = re.findall(r'parallelism: (.+)', started.stdout + started.stderr)
+    assert wrapped and {line.strip() for line in wrapped} == {'FSDP2 (fully_shard) over 2 ranks'}, wrapped
     sharded = save_folder / 'ep0-ba6'
     assert (sharded / '.metadata').exists()
     assert (tmp_path / 'masks' / 'step6.pt').exists()

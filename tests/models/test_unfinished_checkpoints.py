@@ -53,13 +53,13 @@ def test_autoresume_continues_from_latest_past_a_checkpoint_it_never_pointed_at(
     unfinished = (save / 'ep0-ba10-rank0.pt').read_bytes()
 
     warnings: list[logging.LogRecord] = []  # llm-foundry's logging.basicConfig(force=True) drops caplog's handler
-    handler = logging.Handler(logging.WARNING)
+    handler, logger = logging.Handler(logging.WARNING), logging.getLogger(set_aside_unfinished_checkpoints.__module__)
     handler.emit = warnings.append
-    logging.getLogger(set_aside_unfinished_checkpoints.__module__).addHandler(handler)
+    logger.addHandler(handler)
     try:
         resumed = run(load_run_config(str(TINY_YAML), args))
     finally:
-        logging.getLogger(set_aside_unfinished_checkpoints.__module__).removeHandler(handler)
+        logger.removeHandler(handler)
     memory = next(d for d in resumed.logger.destinations if isinstance(d, InMemoryLogger))
     assert [int(t.batch) for t, _ in memory.data['loss/train/total']] == [5, 6, 7, 8, 9]  # batches 6..10 trained
     assert (save / 'ep0-ba10-rank0.pt.unfinished').read_bytes() == unfinished  # set aside, not deleted
